@@ -1,0 +1,137 @@
+"""Callbacks of a training run: checkpoints that make it resumable, the kNN monitor, a metrics
+file. They work with any `keras.Model.fit`, so library users can attach them too."""
+import glob
+import json
+import os
+import re
+import time
+
+import keras
+import numpy as np
+
+_CKPT = re.compile(r"step-(\d+)\.weights\.h5$")
+
+
+def latest_checkpoint(directory):
+    """(path, step) of the newest complete checkpoint in `directory`, or (None, 0)."""
+    found = []
+    for path in glob.glob(os.path.join(directory, "step-*.weights.h5")):
+        m = _CKPT.search(os.path.basename(path))
+        if m:
+            found.append((int(m.group(1)), path))
+    if not found:
+        return None, 0
+    step, path = max(found)
+    return path, step
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Saves model + optimizer state every `every_steps` steps, at each epoch end, and when a
+    stop is requested (SIGTERM / Ctrl-C, see `request_stop`). A checkpoint is written to a
+    temporary file and renamed, so a kill at any moment leaves the previous one intact; the
+    step is in the file name, so weights and step can never disagree.
+
+    `restore_from`: a checkpoint path loaded in on_train_begin (after Keras has built the
+    optimizer, so its slots are restored too)."""
+
+    def __init__(self, directory, every_steps=500, keep=2, restore_from=None, log=print):
+        super().__init__()
+        self.directory = directory
+        self.every_steps = every_steps
+        self.keep = keep
+        self.restore_from = restore_from
+        self.stop_requested = False
+        self.log = log
+        os.makedirs(directory, exist_ok=True)
+
+    def request_stop(self, *_):
+        self.stop_requested = True
+
+    def _step(self):
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def on_train_begin(self, logs=None):
+        if self.restore_from:
+            optimizer = self.model.optimizer
+            if not optimizer.built:  # without a strategy scope Keras builds it only when tracing
+                optimizer.build(self.model.trainable_variables)
+            self.model.load_weights(self.restore_from)
+            expected = latest_step = int(_CKPT.search(self.restore_from).group(1))
+            if self._step() != expected:
+                raise RuntimeError(f"Checkpoint {self.restore_from} holds optimizer step {self._step()}, "
+                                   f"expected {latest_step}: the file is inconsistent; delete it to fall back.")
+            self.log(f"resumed from {self.restore_from} (step {expected})")
+            self.restore_from = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._step()
+        if self.stop_requested:
+            self.save(step)
+            self.model.stop_training = True
+        elif self.every_steps and step % self.every_steps == 0:
+            self.save(step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save(self._step())
+
+    def save(self, step):
+        path = os.path.join(self.directory, f"step-{step:08d}.weights.h5")
+        if os.path.exists(path):
+            return path
+        tmp = os.path.join(self.directory, f".tmp-{os.getpid()}.weights.h5")
+        self.model.save_weights(tmp)
+        os.replace(tmp, path)
+        old = sorted(glob.glob(os.path.join(self.directory, "step-*.weights.h5")))[:-self.keep]
+        for p in old:
+            os.remove(p)
+        return path
+
+
+class KNNMonitor(keras.callbacks.Callback):
+    """Weighted kNN top-1 (k=200, cosine, t=0.1) of the encoder's features on a held-out split,
+    every `every_epochs` epochs and after the last one, added to the epoch logs as
+    `val_knn_top1` (so TensorBoard and the metrics file record it) and printed."""
+
+    def __init__(self, bank_images, bank_labels, query_images, query_labels, num_classes,
+                 every_epochs=5, last_epoch=None, k=200, temperature=0.1, log=print):
+        super().__init__()
+        self.bank = (bank_images, np.asarray(bank_labels))
+        self.query = (query_images, np.asarray(query_labels))
+        self.num_classes = num_classes
+        self.every_epochs = every_epochs
+        self.last_epoch = last_epoch
+        self.k, self.temperature = k, temperature
+        self.log = log
+
+    def evaluate(self):
+        from zoo.eval import extract_features, knn_accuracy
+        encoder = self.model.encoder
+        bank = extract_features(encoder, self.bank[0], verbose=False)
+        query = extract_features(encoder, self.query[0], verbose=False)
+        return knn_accuracy(bank, self.bank[1], query, self.query[1], self.num_classes,
+                            k=self.k, temperature=self.temperature)
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        if (self.every_epochs and done % self.every_epochs == 0) or done == self.last_epoch:
+            start = time.time()
+            top1 = self.evaluate()
+            if logs is not None:
+                logs["val_knn_top1"] = top1
+            self.log(f"epoch {done}: kNN top-1 on val = {top1:.4f} ({time.time() - start:.1f} s)")
+
+
+class MetricsFile(keras.callbacks.Callback):
+    """Appends one JSON line per epoch (all logs, step, wall time) to `path`."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, "step": int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)),
+               "seconds": round(time.time() - self._start, 2)}
+        row.update({k: float(v) for k, v in (logs or {}).items()})
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")

@@ -1,0 +1,35 @@
+"""A model zoo of self-supervised visual representation learning for Keras 3 / TensorFlow.
+
+    import zoo
+    zoo.list_methods()                      # trainable methods
+    model = zoo.create("simclr", width=0.25)
+    zoo.list_models()                       # pretrained encoders
+    encoder = zoo.load("simclr_resnet18w025_cifar10")
+
+Submodules: zoo.losses, zoo.data, zoo.eval, zoo.backbones, zoo.augment, zoo.optimizers.
+Attributes are imported lazily so that `import zoo` stays cheap.
+"""
+import importlib as _importlib
+import os as _os
+
+_os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+__version__ = "0.1.0"
+
+_API = {
+    "create": "zoo.registry",
+    "list_methods": "zoo.registry",
+    "list_models": "zoo.hub",
+    "load": "zoo.hub",
+}
+_SUBMODULES = {"losses", "data", "eval", "backbones", "augment", "heads", "methods", "optimizers"}
+
+__all__ = sorted(_API) + sorted(_SUBMODULES)
+
+
+def __getattr__(name):
+    if name in _API:
+        return getattr(_importlib.import_module(_API[name]), name)
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"zoo.{name}")
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")

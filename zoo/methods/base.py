@@ -1,0 +1,103 @@
+"""SSLMethod: what every self-supervised method shares.
+
+A method is a `keras.Model` that owns an `encoder` (the backbone that gets exported) and the
+heads it needs for its pretext task. It implements two things:
+
+- `make_views(images, labels, seed) -> dict`: the pretext inputs and labels for a batch of
+  uint8 images, built with tf ops so it runs in the tf.data pipeline, not in the step;
+- `pretext_loss(views, training) -> (loss, metrics)`: the mean loss over the LOCAL batch and a
+  dict of scalar metrics. (Named so as not to shadow `keras.Model.compute_loss`, whose
+  signature Keras itself calls.)
+
+The generic `train_step` turns that into a gradient step that is the same computation on one
+device and on N replicas: each replica's loss is divided by N (equal local batches), so the
+summed gradients equal the gradient of the global-batch mean; logged metrics are the mean over
+replicas. Subclasses override `train_step` only when the update is not a plain gradient step.
+"""
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from zoo.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+
+
+@dataclasses.dataclass
+class MethodConfig:
+    """Fields shared by every method; each method extends it with its paper's defaults."""
+    backbone: str = "resnet18"
+    width: float = 1.0
+    image_size: int = 32           # training resolution of the views
+    stem: str = "auto"             # "cifar" (3x3, no max-pool) below 96 px, else "imagenet"
+    sync_bn: bool = False          # synchronised batch norm across replicas
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+class SSLMethod(keras.Model):
+    Config = MethodConfig
+    method_name = "base"
+    # Names of the scalars `pretext_loss` returns besides the loss; their trackers are made
+    # up front because a variable first created inside a distributed step is an error.
+    metric_names = ()
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__(name=self.method_name, **kwargs)
+        self.config = config if config is not None else self.Config()
+        c = self.config
+        self.encoder = build_backbone(c.backbone, width=c.width, image_size=c.image_size, stem=c.stem,
+                                      sync_bn=c.sync_bn, mean=c.mean, std=c.std)
+        self.feature_dim = self.encoder.output_shape[-1]
+        self._trackers = {n: keras.metrics.Mean(name=n) for n in ("loss", *self.metric_names)}
+        self.build_heads()
+        # Every variable a step needs exists before fit (DESIGN.md: a head first built inside
+        # train_step fails under MirroredStrategy with "Unknown variable").
+        self.built = True
+
+    # --- what a method implements -------------------------------------------------------
+    def build_heads(self):
+        """Create (and build) the pretext heads. Heads are functional models, so built."""
+
+    def make_views(self, images, labels, seed):
+        raise NotImplementedError
+
+    def pretext_loss(self, views, training=False):
+        raise NotImplementedError
+
+    # --- shared machinery ---------------------------------------------------------------
+    def call(self, images, training=False):
+        """Encoder features of float images in [0, 1]."""
+        return self.encoder(images, training=training)
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def _update_metrics(self, loss, metrics):
+        logs = {"loss": loss, **metrics}
+        unknown = set(logs) - set(self._trackers)
+        if unknown:
+            raise ValueError(f"{type(self).__name__}.pretext_loss returned metrics {sorted(unknown)} "
+                             f"that are not in its metric_names {self.metric_names}.")
+        for name, value in logs.items():
+            self._trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    def train_step(self, views):
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            loss, metrics = self.pretext_loss(views, training=True)
+            scaled = self.optimizer.scale_loss(loss / replicas)  # loss scaling (mixed precision)
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return self._update_metrics(loss, metrics)
+
+    def test_step(self, views):
+        loss, metrics = self.pretext_loss(views, training=False)
+        return self._update_metrics(loss, metrics)
+
+    def get_config(self):
+        return {"method": self.method_name, "config": self.config.to_dict()}
