@@ -24,3 +24,11 @@ def rng():
 def _zoo_cache(tmp_path_factory, monkeypatch):
     """Keep every test's cached arrays out of the user's cache directory."""
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "zoo-cache"))
+
+
+@pytest.fixture(scope="session")
+def two_device_strategy():
+    """One MirroredStrategy over the 2 logical CPUs for the whole session: every strategy
+    numbers its collectives from the same key, so two strategies in one process that reduce
+    tensors of different shapes fail with "Shape mismatch in the collective instance"."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -122,16 +122,19 @@ class KNNMonitor(keras.callbacks.Callback):
 
 
 class MetricsFile(keras.callbacks.Callback):
-    """Appends one JSON line per epoch (all logs, step, wall time) to `path`."""
+    """Appends one JSON line per epoch (all logs, global step, the epoch's wall time) to `path`."""
 
     def __init__(self, path):
         super().__init__()
         self.path = path
-        self._start = time.time()
+        self._epoch_start = time.time()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1, "step": int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)),
-               "seconds": round(time.time() - self._start, 2)}
+               "epoch_seconds": round(time.time() - self._epoch_start, 2)}
         row.update({k: float(v) for k, v in (logs or {}).items()})
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")

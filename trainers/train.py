@@ -120,7 +120,7 @@ def train(recipe, out, resume=None, verbose=None):
     def run(begin, end, initial_epoch, last_epoch, steps):
         ds = pretext_dataset(method, train_data.images, train_data.labels, bs, epochs, recipe["seed"], begin, end)
         method.fit(ds, initial_epoch=initial_epoch, epochs=last_epoch, steps_per_epoch=steps,
-                   callbacks=callbacks, verbose=verbose)
+                   callbacks=callbacks, verbose=verbose, shuffle=False)  # the pipeline shuffles
         if checkpointer.stop_requested:
             step = checkpointer._step()
             log.info(f"stopped at step {step}; checkpoint {checkpointer.save(step)}. "

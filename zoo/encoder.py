@@ -46,6 +46,7 @@ class ImageEncoder(keras.Model):
         self.image_size = int(image_size)
         self.feature_dim = backbone.output_shape[-1]
         self._warned_range = False
+        self.built = True  # the backbone is built; the wrapper has no variables of its own
 
     def call(self, images, training=False):
         check_images(images)

@@ -6,6 +6,13 @@ from zoo.backbones.resnet import IMAGENET_MEAN, IMAGENET_STD, STAGE_NAMES, featu
 BACKBONES = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
 
 
+def resolve_stem(stem, image_size):
+    """"auto" -> the CIFAR stem (3x3, stride 1, no max-pool) below 96 px, else ImageNet's."""
+    if stem == "auto":
+        return "cifar" if image_size < 96 else "imagenet"
+    return stem
+
+
 def build_backbone(name="resnet18", width=1.0, image_size=32, stem="auto", sync_bn=False,
                    mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """Build a named backbone. stem="auto" picks the CIFAR stem below 96 px, else ImageNet's."""
@@ -13,11 +20,9 @@ def build_backbone(name="resnet18", width=1.0, image_size=32, stem="auto", sync_
         close = difflib.get_close_matches(name, BACKBONES, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"Unknown backbone {name!r}; available: {sorted(BACKBONES)}.{hint}")
-    if stem == "auto":
-        stem = "cifar" if image_size < 96 else "imagenet"
-    return resnet(BACKBONES[name], width=width, stem=stem, image_size=None, mean=mean, std=std,
+    return resnet(BACKBONES[name], width=width, stem=resolve_stem(stem, image_size), image_size=None, mean=mean, std=std,
                   sync_bn=sync_bn)
 
 
-__all__ = ["build_backbone", "feature_maps", "resnet", "BACKBONES", "STAGE_NAMES",
+__all__ = ["build_backbone", "resolve_stem", "feature_maps", "resnet", "BACKBONES", "STAGE_NAMES",
            "IMAGENET_MEAN", "IMAGENET_STD"]

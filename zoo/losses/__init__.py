@@ -24,7 +24,14 @@ def gather_across_replicas(x):
     ctx = _replica_context()
     if ctx is None:
         return x, 0
-    return ctx.all_gather(x, axis=0), ctx.replica_id_in_sync_group * tf.shape(x)[0]
+    # Place x in its replica's rows of a zero tensor and sum over replicas (as the SimCLR tf2
+    # code does): the gradient of a SUM all-reduce is again an all-reduce, and unlike
+    # `all_gather` this keeps collectives ordered alongside synchronised batch norm (all_gather
+    # there failed with "Shape mismatch in the collective instance").
+    n = tf.shape(x)[0]
+    replica = ctx.replica_id_in_sync_group
+    padded = tf.pad(x, [[replica * n, (ctx.num_replicas_in_sync - 1 - replica) * n]] + [[0, 0]] * (x.shape.rank - 1))
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, padded), replica * n
 
 
 def nt_xent_logits(z_a, z_b, temperature=0.5, cross_replica=True):

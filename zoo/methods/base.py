@@ -19,7 +19,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from zoo.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from zoo.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone, resolve_stem
 
 
 @dataclasses.dataclass
@@ -50,6 +50,7 @@ class SSLMethod(keras.Model):
         c = self.config
         self.encoder = build_backbone(c.backbone, width=c.width, image_size=c.image_size, stem=c.stem,
                                       sync_bn=c.sync_bn, mean=c.mean, std=c.std)
+        self.encoder_stem = resolve_stem(c.stem, c.image_size)
         self.feature_dim = self.encoder.output_shape[-1]
         self._trackers = {n: keras.metrics.Mean(name=n) for n in ("loss", *self.metric_names)}
         self.build_heads()

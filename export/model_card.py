@@ -1,0 +1,156 @@
+"""Model cards: README.md of an export folder (Hugging Face YAML header + sections) and the
+MODEL_CARDS.md table of every registered encoder, both generated from metadata.
+
+    python -m export.model_card            # rewrite MODEL_CARDS.md from zoo/presets/
+"""
+import argparse
+import json
+import os
+
+import yaml
+
+_PROTOCOL_NAMES = {"knn": "kNN (k=200, cosine, t=0.1)", "linear": "linear probe (softmax regression)"}
+
+
+def _pct(value):
+    return f"{100 * value:.2f}"
+
+
+def _result_rows(meta):
+    rows = ["| protocol | data | split | top-1 (%) | command |", "| --- | --- | --- | --- | --- |"]
+    for r in meta["results"]:
+        rows.append(f"| {_PROTOCOL_NAMES.get(r['protocol'], r['protocol'])} | {r['dataset']} | {r['split']} | "
+                    f"{_pct(r['top1'])} | `{r.get('command', '')}` |")
+    return "\n".join(rows) if meta["results"] else "No evaluation recorded yet (run `zoo-eval`)."
+
+
+def _header(meta):
+    t = meta["training"]
+    header = {
+        "library_name": "keras",
+        "license": "apache-2.0",
+        "pipeline_tag": "image-feature-extraction",
+        "tags": ["self-supervised", "image-feature-extraction", meta["method"], "keras-ssl-zoo"],
+    }
+    if t.get("dataset"):
+        header["datasets"] = [t["dataset"]]
+    if meta["results"]:
+        header["model-index"] = [{"name": meta["name"], "results": [{
+            "task": {"type": "image-classification", "name": _PROTOCOL_NAMES.get(r["protocol"], r["protocol"])},
+            "dataset": {"name": r["dataset"], "type": t.get("dataset", r["dataset"]), "split": r["split"]},
+            "metrics": [{"type": "accuracy", "name": "top-1", "value": round(float(r["top1"]), 4)}],
+        } for r in meta["results"]]}]
+    return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n"
+
+
+def render_model_card(meta):
+    b, spec, t = meta["backbone"], meta["input"], meta["training"]
+    recipe = t.get("recipe")
+    return f"""{_header(meta)}
+# {meta['name']}
+
+A **{meta['method']}** self-supervised image encoder from keras-ssl-zoo: {b['name']} (width
+{b['width']}, {b['stem']} stem), {meta['parameters']:,} parameters, {meta['feature_dim']}-d features.
+It maps RGB images to feature vectors for linear classifiers, kNN retrieval or fine-tuning;
+the projection / pretext heads used in pre-training are not included.
+
+## How to use
+
+```python
+import numpy as np
+import keras
+import zoo
+
+encoder = zoo.load("{meta['name']}")          # or a path to this folder
+features = encoder(np.zeros((2, {spec['image_size']}, {spec['image_size']}, 3), np.uint8))  # -> (2, {meta['feature_dim']})
+
+# fine-tune inside your own model
+encoder = zoo.load("{meta['name']}", trainable=True)
+inputs = keras.Input(({spec['image_size']}, {spec['image_size']}, 3))
+outputs = keras.layers.Dense(10)(encoder(inputs))
+model = keras.Model(inputs, outputs)
+model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+```
+
+Input: uint8 RGB, or float in 0..255, shape [N, H, W, 3]; images are resized to
+{spec['image_size']} px, scaled to [0, 1] and normalised with mean {list(spec['mean'])} and std
+{list(spec['std'])} inside the model. The SavedModel in `saved_model/` has the signatures
+`serving_default` (uint8) and `serving_float` (float32 0..255), any batch and image size.
+
+## Training
+
+- data: {t.get('data_description', t.get('data', 'unknown'))}
+- epochs: {t.get('epochs', '?')}, images seen: {t.get('images_seen', '?'):,} (batch {t.get('batch_size', '?')})
+- compute: {t.get('minutes', '?')} minutes on {t.get('cpu', '?')} ({t.get('cpu_cores', '?')} cores)
+- command: `{t.get('command', '')}`
+
+Recipe:
+
+```yaml
+{yaml.safe_dump(recipe, sort_keys=False).strip() if recipe else 'not recorded'}
+```
+
+## Results
+
+{_result_rows(meta)}
+
+## Limitations and biases
+
+Trained on {t.get('data_description', 'its training data')} only: small, low-resolution images of
+a few object classes. Features transfer poorly to other domains (faces, medical, aerial images)
+and to high resolutions without fine-tuning; upsampling 32 px training images means the
+encoder has never seen fine detail. A short CPU training budget makes it far weaker than
+published encoders of the same method; compare methods only at equal budgets.
+"""
+
+
+def render_model_cards_md(metas):
+    lines = [
+        "# Model cards",
+        "",
+        "Every pretrained encoder that ships with the package (`zoo.list_models()`), generated from",
+        "`zoo/presets/*.json` by `python -m export.model_card` (a test fails when this file is stale).",
+        "Accuracies are top-1 on the stated split; kNN: k=200, cosine, temperature 0.1;",
+        "linear: softmax regression on frozen, standardised features.",
+        "",
+        "| name | method | backbone | parameters | data | epochs | images seen | CPU | minutes | kNN top-1 (%) | linear top-1 (%) | split |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for m in metas:
+        t = m["training"]
+        res = {r["protocol"]: r for r in m["results"]}
+        split = "; ".join(sorted({r["split"] for r in m["results"]})) or "-"
+        lines.append(
+            f"| `{m['name']}` | {m['method']} | {m['backbone']['name']} w{m['backbone']['width']} | "
+            f"{m['parameters']:,} | {t.get('dataset', '?')} | {t.get('epochs', '?')} | {t.get('images_seen', 0):,} | "
+            f"{t.get('cpu', '?')} ({t.get('cpu_cores', '?')} cores) | {t.get('minutes', '?')} | "
+            f"{_pct(res['knn']['top1']) if 'knn' in res else '-'} | "
+            f"{_pct(res['linear']['top1']) if 'linear' in res else '-'} | {split} |")
+    lines += ["", "## Reproduce", ""]
+    for m in metas:
+        lines += [f"### `{m['name']}`", "", "```bash", m["training"].get("command", ""),
+                  *[r["command"] for r in m["results"] if r.get("command")][:1], "```", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def registered_metadata():
+    from zoo.hub import _presets
+    return [meta for _, (meta, _) in sorted(_presets().items())]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Regenerate MODEL_CARDS.md from zoo/presets/.")
+    p.add_argument("--out", default="MODEL_CARDS.md")
+    p.add_argument("--card", help="print the model card of one export folder's metadata.json instead")
+    args = p.parse_args(argv)
+    if args.card:
+        with open(args.card) as f:
+            print(render_model_card(json.load(f)))
+        return
+    with open(args.out, "w") as f:
+        f.write(render_model_cards_md(registered_metadata()))
+    print(f"wrote {os.path.abspath(args.out)}")
+
+
+if __name__ == "__main__":
+    main()

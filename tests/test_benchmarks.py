@@ -1,0 +1,88 @@
+"""benchmarks/throughput.py: the analytic FLOP counter and a tiny end-to-end run of main()."""
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import keras
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+
+
+@pytest.fixture(scope="module")
+def throughput():
+    spec = importlib.util.spec_from_file_location("benchmarks_throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_count_macs_by_hand(throughput):
+    conv = keras.layers.Conv2D(8, 3, padding="same")
+    assert throughput.count_macs(conv, (32, 32, 3)) == 32 * 32 * 8 * 3 * 3 * 3
+    strided = keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False)
+    assert throughput.count_macs(strided, (32, 32, 8)) == 16 * 16 * 16 * 3 * 3 * 8
+    assert throughput.count_macs(keras.layers.Dense(10), (64,)) == 64 * 10
+
+    # A model whose spatial size is unknown is counted on the given input shape; BN, ReLU and
+    # pooling add nothing; a nested model is counted too.
+    head = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    inp = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inp)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, head(x))
+    assert throughput.count_macs(model, (32, 32, 3)) == 32 * 32 * 8 * 27 + 8 * 4
+    assert throughput.count_macs(model, (16, 16, 3)) == 16 * 16 * 8 * 27 + 8 * 4
+
+    assert throughput.train_flops(100, 4) == 3 * 2 * 100 * 4
+
+
+def _positive_finite(x):
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_main_tiny_run(throughput, tmp_path):
+    md = tmp_path / "R.md"
+    result = throughput.main(["--width", "0.125", "--batch-size", "8", "--steps", "2", "--warmup", "1",
+                              "--xla", "off", "--peer", "0", "--out", str(tmp_path), "--results-md", str(md),
+                              "--matmul-size", "256", "--num-images", "64", "--view-batch-size", "16",
+                              "--view-batches", "2", "--tag", "test"])
+    files = list(tmp_path.glob("throughput_*_test.json"))
+    assert len(files) == 1
+    data = json.loads(files[0].read_text())
+    assert data["machine"]["cpu_model"] and data["machine"]["cores"] >= 1
+    assert set(data["machine"]["cpu_flags"]) >= {"avx2", "avx512f", "avx512_bf16"}
+    assert data["machine"]["tensorflow"] and data["machine"]["keras"]
+    assert _positive_finite(data["matmul_peak_gflops"])
+    assert data["peer"]["status"].startswith("skipped")
+    assert set(data["methods"]) == {"simclr", "rotation"}
+    for name, vpi in (("simclr", 2), ("rotation", 4)):
+        m = data["methods"][name]
+        assert m["views_per_image"] == vpi and m["views_per_step"] == 8 * vpi
+        for key in ("macs_per_view", "encoder_macs_per_view", "flops_per_step", "augment_cost_fraction"):
+            assert _positive_finite(m[key]), (name, key)
+        assert set(m["step"]) == {"off"}
+        for row in (m["step"]["off"], m["end_to_end"]):
+            for key in ("views_per_s", "images_per_s", "step_ms", "gflops", "peak_fraction", "median_step_s"):
+                assert _positive_finite(row[key]), (name, key)
+            assert row["views_per_s"] == pytest.approx(vpi * row["images_per_s"])
+            assert len(row["step_times_s"]) == 2
+        for key in ("views_per_s", "images_per_s", "step_ms"):
+            assert _positive_finite(m["make_views"][key]), (name, key)
+    # ResNet-18 heads are tiny next to the encoder.
+    assert data["methods"]["simclr"]["head_macs_per_view"] < 0.05 * data["methods"]["simclr"]["macs_per_view"]
+    assert len(data["rows"]) == 6  # make_views, step, end_to_end per method
+    assert result["json_path"] == str(files[0])
+
+    lines = md.read_text().splitlines()
+    rows = [ln for ln in lines if ln.startswith("| 20")]
+    assert len(rows) == 6 and all("| simclr |" in r or "| rotation |" in r for r in rows)
+    assert any(ln.startswith("| run | tag |") for ln in lines)
+
+
+def test_missing_peer_is_reported(throughput, tmp_path):
+    args = throughput.parse_args(["--peer-dir", str(tmp_path / "nowhere")])
+    assert throughput.run_peer(args.peer_dir, args, 0, tmp_path)["status"] == "missing"
+    assert throughput.PEER_MODE == "concat"  # zoo SimCLR: one forward over the 2N concatenated views

@@ -1,0 +1,108 @@
+"""`zoo-eval TARGET --data SPEC --protocol knn,linear`: measure a representation.
+
+TARGET is a zoo-train run folder (its latest checkpoint), a registered model name or an export
+folder. Features of the train split (the kNN bank / probe training set) and of the val split
+are extracted from the frozen encoder (and cached in the run folder), then:
+  knn     weighted kNN top-1 on val (k=200, cosine, temperature 0.1; Wu et al. 2018)
+  linear  linear-probe top-1 on val (softmax regression on standardised frozen features)
+Results are printed and written as JSON (default: RUN/eval.json).
+"""
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+
+PROTOCOLS = ("knn", "linear")
+
+
+def split_description(spec, n_val):
+    kind = spec.split(":", 1)[0]
+    if kind == "cifar10-jpeg":
+        return f"val: {n_val:,} images held out of the CIFAR-10 train set (500/class, seed 0)"
+    return f"val split of {spec} ({n_val:,} images)"
+
+
+def _encoder_for(target):
+    """(ImageEncoder, description dict, feature cache dir or None, cache key)."""
+    from trainers.runs import run_encoder
+    if os.path.exists(os.path.join(target, "config.yaml")):
+        recipe, _, encoder, step = run_encoder(target)
+        return encoder, {"run": target, "step": step, "method": recipe["method"]}, \
+            os.path.join(target, "features"), f"step-{step}", recipe
+    import zoo
+    encoder = zoo.load(target)
+    meta = encoder.metadata
+    key = next(iter(meta["files"].values()))["sha256"]
+    return encoder, {"model": target, "method": meta["method"]}, None, key, None
+
+
+def evaluate(target, data=None, protocols=PROTOCOLS, k=200, temperature=0.1, batch_size=512, verbose=True):
+    """Evaluate `target`; returns the report dict (see module docstring)."""
+    import tensorflow as tf
+    import zoo
+    from zoo.eval import extract_features, knn_accuracy, linear_probe
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ValueError(f"Unknown protocol(s) {unknown}; choose from {list(PROTOCOLS)}.")
+    encoder, info, cache_dir, key, recipe = _encoder_for(target)
+    if data is None:
+        if recipe is None:
+            raise ValueError("--data is required when evaluating a model (not a run folder).")
+        data = recipe["data"]
+    train, val = zoo.data.load_arrays(data, "train"), zoo.data.load_arrays(data, "val")
+    if len(val) == 0:
+        raise ValueError(f"{data} has an empty val split; nothing to evaluate on.")
+    as_float = lambda x: tf.cast(x, tf.float32)  # noqa: E731  (the encoder does its own scaling)
+    feats = {}
+    started = time.time()
+    for split, arrays in (("train", train), ("val", val)):
+        cache = None
+        if cache_dir:
+            os.makedirs(cache_dir, exist_ok=True)
+            cache = os.path.join(cache_dir, f"{split}-{data.split(':')[0]}-{key}.npz")
+        feats[split] = extract_features(encoder, arrays.images, batch_size=batch_size, cache_path=cache,
+                                        cache_key=f"{key}:{data}", preprocess=as_float, verbose=verbose)
+    report = dict(info, data=data, split="val", split_description=split_description(data, len(val)),
+                  train_images=len(train), val_images=len(val), feature_dim=int(feats["train"].shape[1]),
+                  feature_seconds=round(time.time() - started, 1))
+    if "knn" in protocols:
+        report["knn"] = {"top1": float(knn_accuracy(feats["train"], train.labels, feats["val"], val.labels,
+                                                    train.num_classes, k=k, temperature=temperature)),
+                         "k": k, "temperature": temperature}
+    if "linear" in protocols:
+        report["linear"] = linear_probe(feats["train"], train.labels, feats["val"], val.labels, train.num_classes)
+    return report
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="zoo-eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("target", help="zoo-train run folder, registered model name, or export folder")
+    p.add_argument("--data", help="data spec (default: the run's training data)")
+    p.add_argument("--protocol", default="knn,linear", help="comma-separated: knn,linear")
+    p.add_argument("--k", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.1)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--out", help="JSON file (default: RUN/eval.json, or eval.json for a model)")
+    args = p.parse_args(argv)
+    from zoo.data import DataError
+    from trainers.runs import RunError
+    try:
+        report = evaluate(args.target, args.data, [s.strip() for s in args.protocol.split(",") if s.strip()],
+                          k=args.k, temperature=args.temperature, batch_size=args.batch_size)
+    except (DataError, RunError, ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}")
+    report["command"] = "zoo-eval " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    out = args.out or (os.path.join(args.target, "eval.json") if "run" in report else "eval.json")
+    with open(out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"{report.get('run') or report.get('model')} on {report['data']} ({report['split_description']}):")
+    for protocol in PROTOCOLS:
+        if protocol in report:
+            print(f"  {protocol:7s} top-1 = {100 * report[protocol]['top1']:.2f}%")
+    print(f"wrote {os.path.abspath(out)}")
+
+
+if __name__ == "__main__":
+    main()

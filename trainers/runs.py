@@ -1,0 +1,56 @@
+"""Reading a run folder written by zoo-train: its recipe, its latest weights, its encoder."""
+import json
+import os
+
+import yaml
+
+from trainers.callbacks import latest_checkpoint
+
+
+class RunError(ValueError):
+    pass
+
+
+def read_recipe(run_dir):
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.exists(path):
+        raise RunError(f"{run_dir} is not a zoo-train run folder (no config.yaml). "
+                       "Pass the --out folder of a zoo-train run.")
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def load_run(run_dir):
+    """(recipe, method with the latest checkpoint's weights, step)."""
+    from trainers.train import build_method
+    recipe = read_recipe(run_dir)
+    path, step = latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    if path is None:
+        raise RunError(f"{run_dir} has no checkpoint yet; train it first (zoo-train ... --out {run_dir}).")
+    method = build_method(recipe)
+    # The checkpoint also holds optimizer slots, which a bare method has no use for.
+    _load_model_weights(method, path)
+    return recipe, method, step
+
+
+def _load_model_weights(method, path):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*optimizer.*")
+        method.load_weights(path)
+
+
+def run_encoder(run_dir):
+    """The run's encoder as an ImageEncoder (uint8 / 0..255 images of any size -> features)."""
+    from zoo.encoder import ImageEncoder
+    recipe, method, step = load_run(run_dir)
+    encoder = ImageEncoder(method.encoder, method.config.image_size, name=f"{recipe['method']}_encoder")
+    return recipe, method, encoder, step
+
+
+def read_eval(run_dir):
+    path = os.path.join(run_dir, "eval.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return None
