@@ -189,7 +189,10 @@ def recipe_from_args(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    recipe = recipe_from_args(args)
+    try:
+        recipe = recipe_from_args(args)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}")
     out = args.out or os.path.join("runs", recipe["method"])
     from zoo.data import DataError
     try:

@@ -1,0 +1,136 @@
+"""zoo-train end to end on tiny settings: resumability after SIGTERM and SIGKILL gives the same
+weights as an uninterrupted run, and the CLI's errors name the bad input."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from trainers import recipes
+from trainers.callbacks import latest_checkpoint
+from trainers.train import prepare_run_dir
+
+DATA = "shapes?n=600"  # 500 train / 100 val images
+ARGS = ["simclr", "--data", DATA, "--epochs", "2", "--batch-size", "50", "--width", "0.125",
+        "--set", "checkpoint_every_steps=3", "--set", "knn_every_epochs=1"]
+STEPS = 2 * (500 // 50)
+
+
+def _train_cmd(out):
+    return [sys.executable, "-m", "trainers.train", *ARGS, "--out", str(out)]
+
+
+def _env():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+
+
+def _wait_for_checkpoint(proc, out, min_step, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        _, step = latest_checkpoint(os.path.join(out, "checkpoints"))
+        if step >= min_step:
+            return step
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint >= {min_step} after {timeout} s")
+
+
+def _final_weights(out):
+    import h5py
+    path, step = latest_checkpoint(os.path.join(out, "checkpoints"))
+    with h5py.File(path) as f:
+        arrays = []
+        f.visititems(lambda name, obj: arrays.append((name, obj[()])) if hasattr(obj, "shape") else None)
+    return step, dict(arrays)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    done = subprocess.run(_train_cmd(straight), env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    # SIGTERM: a checkpoint at the current step, exit status 143
+    proc = subprocess.Popen(_train_cmd(interrupted), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for_checkpoint(proc, interrupted, 3)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, output[-3000:]
+    assert "Rerun the same command to resume" in output
+    _, term_step = latest_checkpoint(os.path.join(interrupted, "checkpoints"))
+    assert 3 <= term_step < STEPS
+
+    # SIGKILL after a later checkpoint: at most checkpoint_every_steps steps are lost
+    proc = subprocess.Popen(_train_cmd(interrupted), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed_at = _wait_for_checkpoint(proc, interrupted, term_step + 4)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert killed_at < STEPS
+
+    resumed = subprocess.run(_train_cmd(interrupted), env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resumed from" in resumed.stdout
+
+    step_a, weights_a = _final_weights(straight)
+    step_b, weights_b = _final_weights(interrupted)
+    assert step_a == step_b == STEPS
+    assert weights_a.keys() == weights_b.keys()
+    for name in weights_a:
+        np.testing.assert_allclose(weights_a[name], weights_b[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+    # the run folder: config, log, per-epoch metrics with the kNN monitor, TensorBoard events
+    rows = [json.loads(line) for line in open(straight / "metrics.jsonl")]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(0.0 <= r["val_knn_top1"] <= 1.0 for r in rows)
+    assert glob.glob(str(straight / "tensorboard" / "**" / "events.*"), recursive=True)
+    assert "kNN top-1 on val" in open(straight / "train.log").read()
+    with open(straight / "config.yaml") as f:
+        assert yaml.safe_load(f)["method_config"]["width"] == 0.125
+
+    # rerunning a finished run does nothing
+    again = subprocess.run(_train_cmd(straight), env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def test_run_folder_with_another_recipe_is_refused(tmp_path):
+    recipe = recipes.load_recipe("simclr")
+    prepare_run_dir(str(tmp_path / "run"), recipe)
+    other = dict(recipe, batch_size=recipe["batch_size"] * 2)
+    with pytest.raises(SystemExit, match="different recipe.*batch_size"):
+        prepare_run_dir(str(tmp_path / "run"), other)
+    longer = dict(recipe, epochs=recipe["epochs"] + 5)  # extending a run is allowed
+    prepare_run_dir(str(tmp_path / "run"), longer)
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "notes.txt").write_text("x")
+    with pytest.raises(SystemExit, match="not a zoo run folder"):
+        prepare_run_dir(str(tmp_path / "stuff"), recipe)
+    with pytest.raises(SystemExit, match="--resume given"):
+        prepare_run_dir(str(tmp_path / "new"), recipe, resume=True)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "trainers.train", *args], env=_env(), capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_errors_name_the_input_and_the_fix(tmp_path):
+    unknown = _cli("simclrr", "--out", str(tmp_path / "a"))
+    assert unknown.returncode != 0 and "Did you mean 'simclr'" in unknown.stderr
+    missing = _cli("simclr", "--data", "cifar10-jpeg:/nonexistent/c.tar.gz", "--out", str(tmp_path / "b"))
+    assert missing.returncode != 0 and "/nonexistent/c.tar.gz" in missing.stderr
+    bad_set = _cli("simclr", "--set", "epochs", "--out", str(tmp_path / "c"))
+    assert bad_set.returncode != 0 and "key=value" in bad_set.stderr and "Traceback" not in bad_set.stderr
+
+
+def test_recipes_parse_and_name_their_method():
+    for path in glob.glob(os.path.join(recipes.CONFIG_DIR, "*.yaml")):
+        method = os.path.basename(path).split("_")[0]
+        recipe = recipes.load_recipe(method, path)
+        assert recipe["method"] == method and recipe["epochs"] > 0
+    with pytest.raises(ValueError, match="not 'rotation'"):
+        recipes.load_recipe("rotation", os.path.join(recipes.CONFIG_DIR, "simclr_cifar10.yaml"))
