@@ -1,5 +1,6 @@
 """Export a tiny trained run, load it back every way a user can, and check that the features
 agree, that bad input is refused with a clear message, and that exports are atomic."""
+import glob
 import json
 import os
 
@@ -158,3 +159,44 @@ def test_hf_offline_says_where_it_looked(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="Offline, models are read from the Hugging Face cache"):
         zoo.load("hf://some-org/some-encoder")
+
+
+def test_zoo_eval_writes_knn_and_linear_results(run_dir, tmp_path, capsys):
+    from trainers.evaluate import main
+    out = tmp_path / "eval.json"
+    main([run_dir, "--protocol", "knn,linear", "--k", "20", "--out", str(out)])
+    report = json.load(open(out))
+    assert report["data"] == "shapes?n=300" and report["split"] == "val"
+    assert report["train_images"] == 250 and report["val_images"] == 50
+    for protocol in ("knn", "linear"):
+        assert 0.0 <= report[protocol]["top1"] <= 1.0
+    assert report["knn"]["k"] == 20 and report["command"].startswith("zoo-eval ")
+    assert "knn     top-1" in capsys.readouterr().out
+    # the second evaluation reads the cached features
+    assert glob.glob(os.path.join(run_dir, "features", "*.npz"))
+    with pytest.raises(SystemExit, match="Unknown protocol"):
+        main([run_dir, "--protocol", "knn,svm", "--out", str(out)])
+
+
+def test_zoo_embed_a_folder_of_jpegs(exported, tmp_path, images):
+    from trainers.embed import main
+    for label, name in enumerate(["cats", "dogs"]):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(2 + label):
+            tf.io.write_file(str(tmp_path / "imgs" / name / f"{i}.jpg"), tf.io.encode_jpeg(images[i]))
+    (tmp_path / "imgs" / "dogs" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        main([exported, "--data", f"folder:{tmp_path / 'imgs'}", "--out", str(tmp_path / "f.npy")])
+    features = np.load(tmp_path / "f.npy")
+    labels = np.load(tmp_path / "f.labels.npy")
+    assert features.shape == (5, 64) and np.all(np.isfinite(features))
+    assert sorted(labels.tolist()) == [0, 0, 1, 1, 1]
+    assert (tmp_path / "f.classes.txt").read_text().split() == ["cats", "dogs"]
+
+
+def test_zoo_export_cli_refuses_to_overwrite(run_dir, exported):
+    from export.cli import main
+    with pytest.raises(SystemExit, match="already exists.*--overwrite"):
+        main([run_dir, "--name", "tiny_simclr", "--to", os.path.dirname(exported)])
+    with pytest.raises(SystemExit, match="not a zoo-train run folder"):
+        main([os.path.dirname(exported), "--name", "x", "--to", os.path.dirname(exported)])

@@ -14,11 +14,11 @@ Hessian (Boehning 1992, "Multinomial logistic regression algorithm"):
 H <= 1/2 (X^T X / N) (x) I + weight_decay * I, and for standardised (centred) features the
 bias block of the bound is 1/2 * I. A step with the inverse bound is a majorise-minimise step
 that cannot increase the loss, whatever the feature correlations, which make plain gradient
-descent crawl (the standardised covariance of CNN features has a condition number of
-1e4-1e5). On top: Nesterov momentum in the FISTA form (Beck & Teboulle 2009) with adaptive
-gradient restart (O'Donoghue & Candes 2015). On 45k CIFAR-10 features (128-512 dims) the loss
-is within 1e-4 of the optimum after ~50 iterations; plain Nesterov gradient descent with
-step 1/L is still 0.2 away after 100.
+descent crawl (the standardised covariance of CIFAR-10 pixels and of random-conv-net
+features has a condition number of ~1e5). On top: Nesterov momentum in the FISTA form (Beck &
+Teboulle 2009) with adaptive gradient restart (O'Donoghue & Candes 2015). On 45k such
+CIFAR-10 features (192 and 512 dims) the loss is within 1e-4 of the L-BFGS optimum after 50
+iterations; plain Nesterov gradient descent with step 1/L is 0.04-0.2 away after 100.
 """
 import math
 

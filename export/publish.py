@@ -1,0 +1,60 @@
+"""Publish an export folder: into the package's preset registry (the encoders that ship with
+keras-ssl-zoo) or to the Hugging Face Hub.
+
+    python -m export.publish published/simclr_resnet18w025_cifar10        # -> zoo/presets/
+    python -m export.model_card                                           # then refresh MODEL_CARDS.md
+"""
+import argparse
+import json
+import os
+import shutil
+
+from zoo.hub import PRESET_DIR, WEIGHTS_FILE, sha256
+
+# A fixed input whose features every shipped preset records, so that a test notices when
+# the architecture or the loading code changes what a published encoder computes.
+FINGERPRINT_INPUT = ("shapes", "val", 4)
+
+
+def fingerprint(encoder):
+    import numpy as np
+    import zoo
+    spec, split, n = FINGERPRINT_INPUT
+    images = zoo.data.load_arrays(spec, split).images[:n]
+    features = np.asarray(encoder(images))
+    return {"input": f"zoo.data.load_arrays({spec!r}, {split!r}).images[:{n}]",
+            "features_first_row": [round(float(v), 5) for v in features[0, :8]],
+            "features_mean": round(float(features.mean()), 6), "features_std": round(float(features.std()), 6)}
+
+
+def register_in_package(folder, preset_dir=PRESET_DIR):
+    """Copy an export folder's weights and metadata into the package registry; returns the
+    preset JSON path. The SavedModel and card stay in the export folder (the registry keeps
+    the package small)."""
+    import zoo
+    with open(os.path.join(folder, "metadata.json")) as f:
+        meta = json.load(f)
+    name = meta["name"]
+    zoo.hub.verify_files(meta, folder)
+    rel = f"weights/{name}.weights.h5"
+    os.makedirs(os.path.join(preset_dir, "weights"), exist_ok=True)
+    shutil.copyfile(os.path.join(folder, WEIGHTS_FILE), os.path.join(preset_dir, rel))
+    meta["files"] = {rel: {"sha256": sha256(os.path.join(preset_dir, rel)),
+                           "bytes": os.path.getsize(os.path.join(preset_dir, rel))}}
+    meta["fingerprint"] = fingerprint(zoo.load(folder))
+    path = os.path.join(preset_dir, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump(meta, f, indent=2)
+        f.write("\n")
+    return path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Register an export folder as a preset shipped with the package.")
+    p.add_argument("folder", help="an export folder written by zoo-export")
+    args = p.parse_args(argv)
+    print(f"registered {register_in_package(args.folder)}; now run: python -m export.model_card")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""The README's first command runs `zoo-quickstart`; this runs the same flow at tiny size."""
+import os
+import re
+
+from trainers.quickstart import main
+
+
+def test_quickstart_trains_evaluates_exports_and_loads(tmp_path, capsys):
+    main(["--out", str(tmp_path), "--epochs", "1", "--width", "0.125"])
+    out = capsys.readouterr().out
+    knn = float(re.search(r"kNN top-1 = ([\d.]+)%", out).group(1))
+    assert 0.0 <= knn <= 100.0
+    diff = float(re.search(r"max \|difference\| to the trained encoder = ([\d.e+-]+)", out).group(1))
+    assert diff < 1e-4
+    export = tmp_path / "published" / "simclr_resnet18_shapes"
+    assert (export / "saved_model").is_dir() and (export / "model.weights.h5").is_file()
+    assert (tmp_path / "simclr_shapes" / "eval.json").is_file()
+    assert str(export) in out and os.path.abspath(str(tmp_path / "simclr_shapes")) in out
