@@ -54,7 +54,7 @@ def run_results(run_dir):
             for protocol in ("knn", "linear") if protocol in report]
 
 
-def export_run(run_dir, name, to="published", overwrite=False, saved_model=True):
+def export_run(run_dir, name, to="published", overwrite=False, saved_model=True, compute_note=None):
     """Export the latest checkpoint of `run_dir` as `to/name`; returns the folder."""
     from export.saved_model import make_metadata, write_export
     from trainers.runs import run_encoder
@@ -65,8 +65,11 @@ def export_run(run_dir, name, to="published", overwrite=False, saved_model=True)
     backbone = {"name": c.backbone, "width": c.width, "stem": method.encoder_stem}
     input_spec = {"image_size": c.image_size, "dtype": "uint8 or float32", "value_range": [0, 255],
                   "mean": list(c.mean), "std": list(c.std)}
+    training = run_training_info(run_dir, recipe, step)
+    if compute_note:
+        training["compute_note"] = compute_note
     meta = make_metadata(name, encoder, recipe["method"], backbone, input_spec,
-                         training=run_training_info(run_dir, recipe, step), results=run_results(run_dir))
+                         training=training, results=run_results(run_dir))
     return write_export(encoder, meta, to, overwrite=overwrite, saved_model=saved_model)
 
 
@@ -88,15 +91,18 @@ def main(argv=None):
     p.add_argument("--to", default="published", help="local folder (default ./published) or hf://org/repo")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export of the same name")
     p.add_argument("--no-saved-model", action="store_true", help="skip the SavedModel (Keras files only)")
+    p.add_argument("--compute-note", help="how the training minutes were measured (shown in the model card)")
     args = p.parse_args(argv)
     from trainers.runs import RunError
     try:
         if args.to.startswith("hf://"):
             with tempfile.TemporaryDirectory() as tmp:
-                folder = export_run(args.run, args.name, tmp, saved_model=not args.no_saved_model)
+                folder = export_run(args.run, args.name, tmp, saved_model=not args.no_saved_model,
+                                    compute_note=args.compute_note)
                 print(f"published {publish_to_hub(folder, args.to[len('hf://'):])}")
             return
-        folder = export_run(args.run, args.name, args.to, args.overwrite, saved_model=not args.no_saved_model)
+        folder = export_run(args.run, args.name, args.to, args.overwrite, saved_model=not args.no_saved_model,
+                            compute_note=args.compute_note)
     except (RunError, FileExistsError, ValueError) as e:
         raise SystemExit(f"error: {e}")
     print(f"exported {args.name} to {os.path.abspath(folder)}")

@@ -81,7 +81,7 @@ Input: uint8 RGB, or float in 0..255, shape [N, H, W, 3]; images are resized to
 
 - data: {t.get('data_description', t.get('data', 'unknown'))}
 - epochs: {t.get('epochs', '?')}, images seen: {t.get('images_seen', '?'):,} (batch {t.get('batch_size', '?')})
-- compute: {t.get('minutes', '?')} minutes on {t.get('cpu', '?')} ({t.get('cpu_cores', '?')} cores)
+- compute: {t.get('minutes', '?')} minutes on {t.get('cpu', '?')} ({t.get('cpu_cores', '?')} cores){'; ' + t['compute_note'] if t.get('compute_note') else ''}
 - command: `{t.get('command', '')}`
 
 Recipe:
@@ -128,7 +128,9 @@ def render_model_cards_md(metas):
             f"{_pct(res['linear']['top1']) if 'linear' in res else '-'} | {split} |")
     lines += ["", "## Reproduce", ""]
     for m in metas:
-        lines += [f"### `{m['name']}`", "", "```bash", m["training"].get("command", ""),
+        note = m["training"].get("compute_note")
+        lines += [f"### `{m['name']}`", "", *([f"Minutes: {note}.", ""] if note else []), "```bash",
+                  m["training"].get("command", ""),
                   *[r["command"] for r in m["results"] if r.get("command")][:1], "```", ""]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -105,19 +105,9 @@ def test_nt_xent_gradient_matches_finite_differences(rng):
 
 # ---- two replicas (conftest.py splits the CPU into 2 logical devices) ----
 
-@pytest.fixture(scope="module")
-def strategy():
-    """One 2-replica strategy for the module. Every MirroredStrategy numbers its collective groups
-    from 1 + `_collective_key_base` (a test hook), and the runtime caches a collective's shapes by
-    (group, instance) key for the whole process, so two strategies with the default base clash
-    ("Shape mismatch in the collective instance ..."). A private base keeps this file's
-    collectives apart from any other test's."""
-    old = tf.distribute.MirroredStrategy._collective_key_base
-    tf.distribute.MirroredStrategy._collective_key_base = 7_000
-    try:
-        return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    finally:
-        tf.distribute.MirroredStrategy._collective_key_base = old
+@pytest.fixture
+def strategy(two_device_strategy):
+    return two_device_strategy  # one strategy per session: see conftest.py
 
 
 def _per_replica(strategy, full):

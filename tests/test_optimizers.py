@@ -170,12 +170,12 @@ def _fit_two_steps(initial, x, y):
     return model.get_weights()
 
 
-def test_mirrored_strategy_matches_single_device(rng):
+def test_mirrored_strategy_matches_single_device(rng, two_device_strategy):
     x, y = _regression_data(rng, 16)  # 2 steps of global batch 8, 4 per replica
     keras.utils.set_random_seed(2)
     initial = _small_model().get_weights()
     single = _fit_two_steps(initial, x, y)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = two_device_strategy
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         mirrored = _fit_two_steps(initial, x, y)
