@@ -49,7 +49,7 @@ def run_results(run_dir):
     report = read_eval(run_dir)
     if not report:
         return []
-    return [{"protocol": protocol, "dataset": report["data"], "split": report["split_description"],
+    return [{"protocol": protocol, "dataset": report["data"].split(":", 1)[0], "split": report["split_description"],
              "top1": report[protocol]["top1"], "command": report["command"]}
             for protocol in ("knn", "linear") if protocol in report]
 

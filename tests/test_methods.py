@@ -168,3 +168,14 @@ def test_fit_under_mirrored_strategy_matches_one_device(name, two_device_strateg
         assert np.abs(d1 - d2).max() <= 2e-3 * size + 1e-7
     assert moved > len(updates[1]) // 2
     assert losses[1] == pytest.approx(losses[2], rel=1e-5)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_fit_on_plain_image_batches_makes_views_in_the_step(name):
+    method = _method(name)
+    method.compile(optimizer=_sgd())
+    data = zoo.data.load("shapes?n=300", "train").batch(50, drop_remainder=True)
+    history = method.fit(data, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    assert int(method.optimizer.iterations.numpy()) == 250 // 50
+    assert np.isfinite(method.evaluate(data.take(1), verbose=0, return_dict=True)["loss"])

@@ -87,7 +87,19 @@ class SSLMethod(keras.Model):
             self._trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self._trackers.items()}
 
-    def train_step(self, views):
+    def _as_views(self, data, seed):
+        """Views as made by the tf.data pipeline, or, when `fit` is given plain image batches
+        (`images` or `(images, labels)`), views made here: convenient, but the augmentation then
+        runs inside the step instead of in parallel with it (prefer zoo.pipeline)."""
+        if isinstance(data, dict):
+            return data
+        images, labels = (data[0], data[1]) if isinstance(data, (tuple, list)) else (data, None)
+        if labels is None:
+            labels = tf.fill(tf.shape(images)[:1], -1)
+        return self.make_views(images, labels, tf.stack([tf.constant(0, tf.int64), tf.cast(seed, tf.int64)]))
+
+    def train_step(self, data):
+        views = self._as_views(data, self.optimizer.iterations)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             loss, metrics = self.pretext_loss(views, training=True)
@@ -96,7 +108,8 @@ class SSLMethod(keras.Model):
         self.optimizer.apply(grads, self.trainable_variables)
         return self._update_metrics(loss, metrics)
 
-    def test_step(self, views):
+    def test_step(self, data):
+        views = self._as_views(data, 0)
         loss, metrics = self.pretext_loss(views, training=False)
         return self._update_metrics(loss, metrics)
 
