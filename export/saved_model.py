@@ -21,6 +21,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from export.model_card import render_model_card
 from zoo.hub import FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, sha256
 
 
@@ -68,7 +69,6 @@ def write_saved_model(encoder, path):
 
 def write_export(encoder, metadata, to, overwrite=False, saved_model=True, card=True):
     """Write the export folder `to/NAME` atomically; returns its path."""
-    from export.model_card import render_model_card
     name = metadata["name"]
     final = os.path.join(to, name)
     if os.path.exists(final) and not overwrite:

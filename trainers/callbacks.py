@@ -45,9 +45,11 @@ class Checkpointer(keras.callbacks.Callback):
         os.makedirs(directory, exist_ok=True)
 
     def request_stop(self, *_):
+        if self.stop_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
         self.stop_requested = True
 
-    def _step(self):
+    def step(self):
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
     def on_train_begin(self, logs=None):
@@ -56,15 +58,15 @@ class Checkpointer(keras.callbacks.Callback):
             if not optimizer.built:  # without a strategy scope Keras builds it only when tracing
                 optimizer.build(self.model.trainable_variables)
             self.model.load_weights(self.restore_from)
-            expected = latest_step = int(_CKPT.search(self.restore_from).group(1))
-            if self._step() != expected:
-                raise RuntimeError(f"Checkpoint {self.restore_from} holds optimizer step {self._step()}, "
-                                   f"expected {latest_step}: the file is inconsistent; delete it to fall back.")
+            expected = int(_CKPT.search(self.restore_from).group(1))
+            if self.step() != expected:
+                raise RuntimeError(f"Checkpoint {self.restore_from} holds optimizer step {self.step()}, "
+                                   f"expected {expected}: the file is inconsistent; delete it to fall back.")
             self.log(f"resumed from {self.restore_from} (step {expected})")
             self.restore_from = None
 
     def on_train_batch_end(self, batch, logs=None):
-        step = self._step()
+        step = self.step()
         if self.stop_requested:
             self.save(step)
             self.model.stop_training = True
@@ -72,7 +74,7 @@ class Checkpointer(keras.callbacks.Callback):
             self.save(step)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.save(self._step())
+        self.save(self.step())
 
     def save(self, step):
         path = os.path.join(self.directory, f"step-{step:08d}.weights.h5")

@@ -32,7 +32,7 @@ def _setup_logging(out):
 
 
 def prepare_run_dir(out, recipe, resume=None):
-    """Create `out` or check that it holds the same run. Returns True when resuming."""
+    """Create `out` (writing config.yaml) or check that it holds a run of the same recipe."""
     config_path = os.path.join(out, "config.yaml")
     if os.path.exists(config_path):
         with open(config_path) as f:
@@ -53,7 +53,6 @@ def prepare_run_dir(out, recipe, resume=None):
     os.makedirs(out, exist_ok=True)
     with open(config_path, "w") as f:
         yaml.safe_dump(recipe, f, sort_keys=False)
-    return os.path.exists(os.path.join(out, "checkpoints"))
 
 
 def build_method(recipe):
@@ -81,7 +80,7 @@ def train(recipe, out, resume=None, verbose=None):
     from trainers.callbacks import Checkpointer, KNNMonitor, MetricsFile, latest_checkpoint
     from zoo.pipeline import pretext_dataset, steps_per_epoch
 
-    resuming = prepare_run_dir(out, recipe, resume)
+    prepare_run_dir(out, recipe, resume)
     _setup_logging(out)
     ckpt_dir = os.path.join(out, "checkpoints")
     restore, start_step = latest_checkpoint(ckpt_dir)
@@ -110,8 +109,7 @@ def train(recipe, out, resume=None, verbose=None):
                                     log=log.info, **recipe["knn"]))
     callbacks += [MetricsFile(os.path.join(out, "metrics.jsonl")),
                   keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), update_freq=50)]
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, checkpointer.request_stop)
+    previous_handlers = {sig: signal.signal(sig, checkpointer.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
@@ -122,18 +120,22 @@ def train(recipe, out, resume=None, verbose=None):
         method.fit(ds, initial_epoch=initial_epoch, epochs=last_epoch, steps_per_epoch=steps,
                    callbacks=callbacks, verbose=verbose, shuffle=False)  # the pipeline shuffles
         if checkpointer.stop_requested:
-            step = checkpointer._step()
+            step = checkpointer.step()
             log.info(f"stopped at step {step}; checkpoint {checkpointer.save(step)}. "
                      "Rerun the same command to resume.")
             raise SystemExit(143)
 
     epoch, offset = divmod(start_step, spe)
-    if offset:  # finish the interrupted epoch on its own, then run the remaining whole epochs
-        run(start_step, (epoch + 1) * spe, epoch, epoch + 1, spe - offset)
-        epoch += 1
-    if epoch < epochs:
-        run(epoch * spe, total, epoch, epochs, spe)
-    final = checkpointer.save(checkpointer._step())
+    try:
+        if offset:  # finish the interrupted epoch on its own, then run the remaining whole epochs
+            run(start_step, (epoch + 1) * spe, epoch, epoch + 1, spe - offset)
+            epoch += 1
+        if epoch < epochs:
+            run(epoch * spe, total, epoch, epochs, spe)
+    finally:
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+    final = checkpointer.save(checkpointer.step())
     log.info(f"done: {total} steps in {(time.time() - started) / 60:.1f} min this session; final checkpoint {final}")
     return final
 
