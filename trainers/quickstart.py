@@ -11,8 +11,8 @@ import time
 def main(argv=None):
     p = argparse.ArgumentParser(prog="zoo-quickstart", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/quickstart", help="folder for the run and the export")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--width", type=float, default=0.25)
+    p.add_argument("--epochs", type=int, help="default: the recipe's (10)")
+    p.add_argument("--width", type=float, help="default: the recipe's (0.25)")
     args = p.parse_args(argv)
     started = time.time()
 
@@ -24,10 +24,13 @@ def main(argv=None):
     from trainers.train import train
 
     run_dir = os.path.join(args.out, "simclr_shapes")
-    recipe = recipes.load_recipe("simclr")
-    recipe.update(data="shapes", epochs=args.epochs, knn_every_epochs=0)
-    recipe["method_config"]["width"] = args.width
-    print(f"[1/4] training SimCLR (ResNet-18, width {args.width}) on `shapes` for {args.epochs} epochs -> {run_dir}")
+    recipe = recipes.load_recipe("simclr", os.path.join(recipes.CONFIG_DIR, "simclr_shapes.yaml"))
+    if args.epochs:
+        recipe["epochs"] = args.epochs
+    if args.width:
+        recipe["method_config"]["width"] = args.width
+    print(f"[1/4] training SimCLR (ResNet-18, width {recipe['method_config']['width']}) on `shapes` for "
+          f"{recipe['epochs']} epochs (recipe trainers/configs/simclr_shapes.yaml) -> {run_dir}")
     train(recipe, run_dir)
 
     print("[2/4] kNN accuracy on the held-out val split of `shapes`")
