@@ -25,7 +25,7 @@ def split_description(spec, n_val):
 
 
 def _encoder_for(target):
-    """(ImageEncoder, description dict, feature cache dir or None, cache key)."""
+    """(ImageEncoder, description dict, feature cache dir or None, cache key, recipe or None)."""
     from trainers.runs import run_encoder
     if os.path.exists(os.path.join(target, "config.yaml")):
         recipe, _, encoder, step = run_encoder(target)
