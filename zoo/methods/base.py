@@ -93,7 +93,9 @@ class SSLMethod(keras.Model):
         runs inside the step instead of in parallel with it (prefer zoo.pipeline)."""
         if isinstance(data, dict):
             return data
-        images, labels = (data[0], data[1]) if isinstance(data, (tuple, list)) else (data, None)
+        images, labels = data, None
+        if isinstance(data, (tuple, list)):
+            images, labels = data[0], (data[1] if len(data) > 1 else None)
         if labels is None:
             labels = tf.fill(tf.shape(images)[:1], -1)
         return self.make_views(images, labels, tf.stack([tf.constant(0, tf.int64), tf.cast(seed, tf.int64)]))
