@@ -134,3 +134,21 @@ def test_recipes_parse_and_name_their_method():
         assert recipe["method"] == method and recipe["epochs"] > 0
     with pytest.raises(ValueError, match="not 'rotation'"):
         recipes.load_recipe("rotation", os.path.join(recipes.CONFIG_DIR, "simclr_cifar10.yaml"))
+
+
+def test_mirrored_strategy_on_two_logical_cpus_trains_and_resumes(tmp_path):
+    out = tmp_path / "mirrored"
+    cmd = [sys.executable, "-m", "trainers.train", *ARGS, "--strategy", "mirrored", "--cpu-devices", "2",
+           "--out", str(out)]
+    first = subprocess.run([*cmd, "--epochs", "1"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "MirroredStrategy: 2 replicas, 25 images each" in first.stdout
+    second = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)  # --epochs 2
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "resumed from" in second.stdout
+    assert latest_checkpoint(os.path.join(out, "checkpoints"))[1] == STEPS
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert [r["epoch"] for r in rows] == [1, 2] and all(0 <= r["val_knn_top1"] <= 1 for r in rows)
+    odd = subprocess.run([*cmd[:-2], "--out", str(tmp_path / "odd"), "--batch-size", "45"], env=_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert odd.returncode != 0 and "does not split evenly over 2 replicas" in odd.stderr

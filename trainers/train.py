@@ -73,13 +73,38 @@ def compile_method(method, recipe, steps_per_epoch):
     return method
 
 
-def train(recipe, out, resume=None, verbose=None):
-    """Train `recipe` into the run folder `out`; returns the path of the final checkpoint."""
+def make_strategy(name="default", cpu_devices=None):
+    """A tf.distribute strategy by name: "default" (one device) or "mirrored" (all GPUs, or
+    `cpu_devices` logical CPU devices, e.g. to test data parallelism on a CPU machine).
+    Must run before TensorFlow initialises its devices."""
+    import tensorflow as tf
+    if cpu_devices:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
+        except RuntimeError as e:
+            raise SystemExit(f"error: --cpu-devices {cpu_devices}: TensorFlow's devices are already initialised "
+                             f"in this process ({e}); pass it from the command line, not after other TF work.")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    raise SystemExit(f"error: --strategy {name!r}: choose default or mirrored "
+                     "(multi-worker and TPU are not wired into zoo-train yet).")
+
+
+def train(recipe, out, resume=None, verbose=None, strategy=None):
+    """Train `recipe` into the run folder `out`; returns the path of the final checkpoint.
+    `strategy`: a tf.distribute strategy (default: the current one); `batch_size` is global."""
     import keras
+    import tensorflow as tf
     import zoo
     from trainers.callbacks import Checkpointer, KNNMonitor, MetricsFile, latest_checkpoint
     from zoo.pipeline import pretext_dataset, steps_per_epoch
 
+    strategy = strategy or tf.distribute.get_strategy()
     prepare_run_dir(out, recipe, resume)
     _setup_logging(out)
     ckpt_dir = os.path.join(out, "checkpoints")
@@ -96,8 +121,15 @@ def train(recipe, out, resume=None, verbose=None):
         log.info(f"already trained for {start_step} steps ({epochs} epochs): nothing to do.")
         return restore
 
+    if bs % strategy.num_replicas_in_sync:
+        raise SystemExit(f"error: batch size {bs} does not split evenly over {strategy.num_replicas_in_sync} "
+                         "replicas; use a multiple of the replica count.")
     keras.utils.set_random_seed(recipe["seed"])
-    method = compile_method(build_method(recipe), recipe, spe)
+    with strategy.scope():
+        method = compile_method(build_method(recipe), recipe, spe)
+    if strategy.num_replicas_in_sync > 1:
+        log.info(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas, "
+                 f"{bs // strategy.num_replicas_in_sync} images each")
     log.info(f"encoder {method.encoder.name}: {method.encoder.count_params():,} parameters, "
              f"{method.feature_dim}-d features")
 
@@ -156,6 +188,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe field, e.g. --set method_config.temperature=0.2")
+    p.add_argument("--strategy", default="default", help="default | mirrored (all GPUs, or --cpu-devices)")
+    p.add_argument("--cpu-devices", type=int, help="split the CPU into N logical devices (testing data parallelism)")
     resume = p.add_mutually_exclusive_group()
     resume.add_argument("--resume", action="store_true", default=None,
                         help="continue the run in --out (rerunning the same command does this too)")
@@ -191,6 +225,7 @@ def recipe_from_args(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    strategy = make_strategy(args.strategy, args.cpu_devices)  # before anything else touches TF's devices
     try:
         recipe = recipe_from_args(args)
     except (ValueError, FileNotFoundError) as e:
@@ -198,7 +233,7 @@ def main(argv=None):
     out = args.out or os.path.join("runs", recipe["method"])
     from zoo.data import DataError
     try:
-        train(recipe, out, resume=args.resume)
+        train(recipe, out, resume=args.resume, strategy=strategy)
     except DataError as e:
         raise SystemExit(f"error: {e}")
     print(f"run folder: {os.path.abspath(out)}")

@@ -9,7 +9,9 @@ import math
 
 import tensorflow as tf
 
-_GRAY = tf.constant([0.299, 0.587, 0.114], tf.float32)
+# Luma weights (ITU-R 601). A plain list: a tensor made at import would initialise TensorFlow's
+# devices before a program can configure them (e.g. zoo-train --cpu-devices).
+_GRAY = [0.299, 0.587, 0.114]
 
 
 def split_seed(seed, n):
