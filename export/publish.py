@@ -1,5 +1,5 @@
-"""Publish an export folder: into the package's preset registry (the encoders that ship with
-keras-ssl-zoo) or to the Hugging Face Hub.
+"""Register an export folder in the package's preset registry (the encoders that ship with
+keras-ssl-zoo). Uploading to the Hugging Face Hub is `zoo-export ... --to hf://org/repo`.
 
     python -m export.publish published/simclr_resnet18w025_cifar10        # -> zoo/presets/
     python -m export.model_card                                           # then refresh MODEL_CARDS.md
@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 
-from zoo.hub import PRESET_DIR, WEIGHTS_FILE, sha256
+from zoo.hub import PRESET_DIR, WEIGHTS_FILE, file_record
 
 # A fixed input whose features every shipped preset records, so that a test notices when
 # the architecture or the loading code changes what a published encoder computes.
@@ -39,8 +39,7 @@ def register_in_package(folder, preset_dir=PRESET_DIR):
     rel = f"weights/{name}.weights.h5"
     os.makedirs(os.path.join(preset_dir, "weights"), exist_ok=True)
     shutil.copyfile(os.path.join(folder, WEIGHTS_FILE), os.path.join(preset_dir, rel))
-    meta["files"] = {rel: {"sha256": sha256(os.path.join(preset_dir, rel)),
-                           "bytes": os.path.getsize(os.path.join(preset_dir, rel))}}
+    meta["files"] = {rel: file_record(os.path.join(preset_dir, rel))}
     meta["fingerprint"] = fingerprint(zoo.load(folder))
     path = os.path.join(preset_dir, f"{name}.json")
     with open(path, "w") as f:

@@ -1,7 +1,8 @@
 """Freeze an encoder into an export folder:
 
     NAME/
-      config.json         architecture + input spec (what zoo.load builds the model from)
+      config.json         architecture + input spec, Keras-preset style (zoo.load reads the
+                          same fields from metadata.json)
       model.weights.h5    Keras weights of the ImageEncoder
       metadata.json       name, method, recipe, results, files with sha256 (the preset schema)
       saved_model/        TF SavedModel; signatures:
@@ -22,7 +23,7 @@ import keras
 import tensorflow as tf
 
 from export.model_card import render_model_card
-from zoo.hub import FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, sha256
+from zoo.hub import FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, file_record
 
 
 def cpu_model():
@@ -80,9 +81,7 @@ def write_export(encoder, metadata, to, overwrite=False, saved_model=True, card=
         encoder.save_weights(os.path.join(tmp, WEIGHTS_FILE))
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump({"backbone": metadata["backbone"], "input": metadata["input"]}, f, indent=2)
-        metadata = dict(metadata, files={
-            WEIGHTS_FILE: {"sha256": sha256(os.path.join(tmp, WEIGHTS_FILE)),
-                           "bytes": os.path.getsize(os.path.join(tmp, WEIGHTS_FILE))}})
+        metadata = dict(metadata, files={WEIGHTS_FILE: file_record(os.path.join(tmp, WEIGHTS_FILE))})
         with open(os.path.join(tmp, METADATA_FILE), "w") as f:
             json.dump(metadata, f, indent=2)
         if saved_model:

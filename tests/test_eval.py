@@ -286,3 +286,16 @@ def test_extract_features_cache(rng, tmp_path):
         assert encoder.calls > 0  # recomputed, and the new result is what is cached
         expected = changed_images.reshape(len(out), -1)[:, :5].astype(np.float32) / 255 * 3
         np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_extract_features_of_a_model_built_under_mirrored_strategy(two_device_strategy):
+    """predict_on_batch of such a model returns each replica's copy of the batch; the
+    features must still have one row per image and match a direct call."""
+    import keras
+    with two_device_strategy.scope():
+        inputs = keras.Input((8, 8, 3))
+        model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs)))
+    images = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
+    features = extract_features(model, images, batch_size=4, verbose=False)
+    assert features.shape == (10, 4)
+    np.testing.assert_allclose(features, model(images.astype(np.float32) / 255.0).numpy(), rtol=1e-5, atol=1e-6)

@@ -106,15 +106,9 @@ class KNNMonitor(keras.callbacks.Callback):
         self.log = log
 
     def evaluate(self):
-        import tensorflow as tf
-        from zoo.eval import extract_features, knn_accuracy
-        # A plain function, not the model: `predict_on_batch` of a model built under
-        # MirroredStrategy returns every replica's copy of the batch (measured: 2x the rows).
-        encoder = tf.function(lambda x: self.model.encoder(x, training=False), reduce_retracing=True)
-        bank = extract_features(encoder, self.bank[0], verbose=False)
-        query = extract_features(encoder, self.query[0], verbose=False)
-        return knn_accuracy(bank, self.bank[1], query, self.query[1], self.num_classes,
-                            k=self.k, temperature=self.temperature)
+        from zoo.eval import encoder_knn_accuracy
+        return encoder_knn_accuracy(self.model.encoder, *self.bank, *self.query, self.num_classes,
+                                    k=self.k, temperature=self.temperature)
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1

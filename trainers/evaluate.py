@@ -76,6 +76,16 @@ def evaluate(target, data=None, protocols=PROTOCOLS, k=200, temperature=0.1, bat
     return report
 
 
+def write_report(report, command, out=None):
+    """Record the command in the report and write it as JSON (default: RUN/eval.json, which
+    zoo-export reads into the model card; eval.json for a model). Returns the path."""
+    report["command"] = command
+    out = out or (os.path.join(report["run"], "eval.json") if "run" in report else "eval.json")
+    with open(out, "w") as f:
+        json.dump(report, f, indent=2)
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="zoo-eval", description=__doc__.split("\n\n")[0])
     p.add_argument("target", help="zoo-train run folder, registered model name, or export folder")
@@ -93,10 +103,8 @@ def main(argv=None):
                           k=args.k, temperature=args.temperature, batch_size=args.batch_size)
     except (DataError, RunError, ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")
-    report["command"] = "zoo-eval " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    out = args.out or (os.path.join(args.target, "eval.json") if "run" in report else "eval.json")
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
+    command = "zoo-eval " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    out = write_report(report, command, args.out)
     print(f"{report.get('run') or report.get('model')} on {report['data']} ({report['split_description']}):")
     for protocol in PROTOCOLS:
         if protocol in report:

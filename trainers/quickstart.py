@@ -16,12 +16,15 @@ def main(argv=None):
     args = p.parse_args(argv)
     started = time.time()
 
+    import keras
     import numpy as np
     import zoo
     from export.cli import export_run
     from trainers import recipes
-    from trainers.evaluate import evaluate
-    from trainers.train import train
+    from trainers.evaluate import evaluate, write_report
+    from trainers.runs import run_encoder
+    from trainers.train import build_method, train
+    from zoo.eval import encoder_knn_accuracy
 
     run_dir = os.path.join(args.out, "simclr_shapes")
     recipe = recipes.load_recipe("simclr", os.path.join(recipes.CONFIG_DIR, "simclr_shapes.yaml"))
@@ -35,42 +38,28 @@ def main(argv=None):
 
     print("[2/4] kNN accuracy on the held-out val split of `shapes`")
     report = evaluate(run_dir, protocols=("knn",), verbose=False)
-    baseline = _random_init_knn(recipe)
+    eval_path = write_report(report, f"zoo-eval {run_dir} --protocol knn")
+    train_data, val_data = zoo.data.load_arrays("shapes", "train"), zoo.data.load_arrays("shapes", "val")
+    keras.utils.set_random_seed(recipe["seed"])  # the initial weights of the trained run
+    baseline = encoder_knn_accuracy(build_method(recipe).encoder, train_data.images, train_data.labels,
+                                    val_data.images, val_data.labels, train_data.num_classes)
     print(f"      kNN top-1 = {100 * report['knn']['top1']:.1f}% (same encoder at random init: "
           f"{100 * baseline:.1f}%, chance: 10%)")
 
     print("[3/4] exporting the encoder")
-    import json
-    with open(os.path.join(run_dir, "eval.json"), "w") as f:
-        json.dump(dict(report, command=f"zoo-eval {run_dir} --protocol knn"), f, indent=2)
     export_dir = export_run(run_dir, "simclr_resnet18_shapes", os.path.join(args.out, "published"), overwrite=True)
 
     print("[4/4] loading it back by path")
-    encoder = zoo.load(export_dir)
-    images = zoo.data.load_arrays("shapes", "val").images[:8]
-    from trainers.runs import run_encoder
-    reference = run_encoder(run_dir)[2](images).numpy()
-    diff = float(np.max(np.abs(encoder(images).numpy() - reference)))
-    print(f"      zoo.load({export_dir!r})(images) -> {tuple(encoder(images).shape)}, "
+    images = val_data.images[:8]
+    features = zoo.load(export_dir)(images).numpy()
+    diff = float(np.max(np.abs(features - run_encoder(run_dir)[2](images).numpy())))
+    print(f"      zoo.load({export_dir!r})(images) -> {features.shape}, "
           f"max |difference| to the trained encoder = {diff:.2e}")
 
     print(f"\ndone in {(time.time() - started) / 60:.1f} min. Written:")
     print(f"  run folder   {os.path.abspath(run_dir)}  (config.yaml, train.log, metrics.jsonl, checkpoints/, tensorboard/)")
-    print(f"  evaluation   {os.path.abspath(os.path.join(run_dir, 'eval.json'))}")
+    print(f"  evaluation   {os.path.abspath(eval_path)}")
     print(f"  export       {os.path.abspath(export_dir)}  (model.weights.h5, saved_model/, README.md model card)")
-
-
-def _random_init_knn(recipe):
-    import keras
-    import zoo
-    from trainers.train import build_method
-    from zoo.eval import extract_features, knn_accuracy
-    keras.utils.set_random_seed(recipe["seed"])
-    encoder = build_method(recipe).encoder
-    train, val = zoo.data.load_arrays("shapes", "train"), zoo.data.load_arrays("shapes", "val")
-    bank = extract_features(encoder, train.images, verbose=False)
-    query = extract_features(encoder, val.images, verbose=False)
-    return knn_accuracy(bank, train.labels, query, val.labels, train.num_classes)
 
 
 if __name__ == "__main__":

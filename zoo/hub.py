@@ -33,6 +33,11 @@ def sha256(path, chunk=1 << 20):
     return h.hexdigest()
 
 
+def file_record(path):
+    """The {"sha256", "bytes"} entry of a file in metadata["files"]."""
+    return {"sha256": sha256(path), "bytes": os.path.getsize(path)}
+
+
 def _presets():
     out = {}
     for path in sorted(glob.glob(os.path.join(PRESET_DIR, "*.json"))):

@@ -18,6 +18,19 @@ def _to_float(batch):
     return batch.astype(np.float32) / 255.0
 
 
+def _batch_call(encoder):
+    """How to run `encoder` on one batch. A keras.Model goes through `predict_on_batch`
+    (inference mode, compiled once) unless it was built under a multi-replica strategy, where
+    `predict_on_batch` returns every replica's copy of the batch (measured: 2x the rows) and a
+    plain compiled call is used instead."""
+    if not isinstance(encoder, keras.Model):
+        return encoder
+    if encoder.distribute_strategy.num_replicas_in_sync > 1:
+        import tensorflow as tf
+        return tf.function(lambda x: encoder(x, training=False), reduce_retracing=True)
+    return encoder.predict_on_batch
+
+
 def _fingerprint(images):
     """Cheap identity of an image array: shape, dtype and sha256 of an evenly strided
     subsample of about a million values spread over all images (not a full hash, which would
@@ -77,7 +90,7 @@ def extract_features(encoder, images, batch_size=512, cache_path=None, verbose=T
         if cached is not None:
             return cached
     preprocess = preprocess or _to_float
-    call = encoder.predict_on_batch if isinstance(encoder, keras.Model) else encoder
+    call = _batch_call(encoder)
     progress = keras.utils.Progbar(n, unit_name="image") if verbose and n > batch_size else None
     chunks = []
     for start in range(0, n, batch_size):

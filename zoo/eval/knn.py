@@ -51,3 +51,14 @@ def knn_accuracy(train_features, train_labels, query_features, query_labels, num
     predictions = knn_predict(train_features, train_labels, query_features, num_classes,
                               k=k, temperature=temperature)
     return float(np.mean(predictions == np.asarray(query_labels)))
+
+
+def encoder_knn_accuracy(encoder, bank_images, bank_labels, query_images, query_labels, num_classes,
+                         k=200, temperature=0.1):
+    """kNN top-1 of an encoder's features: the uint8 `bank_images` (features scaled to [0, 1]
+    as in extract_features) vote for the labels of `query_images`. Used by the training
+    monitor and the quick start."""
+    from zoo.eval.features import extract_features
+    bank = extract_features(encoder, bank_images, verbose=False)
+    query = extract_features(encoder, query_images, verbose=False)
+    return knn_accuracy(bank, bank_labels, query, query_labels, num_classes, k=k, temperature=temperature)
