@@ -49,6 +49,62 @@ def test_rotation_batch_layout(rng):
             np.testing.assert_array_equal(got[4 * i + k], np.rot90(images[i], k, axes=(0, 1)))
 
 
+def _numpy_affine(image, angle, scale, t):
+    """Bilinear inverse mapping in numpy: out(p) = in(R(angle) (p - c - t) / scale + c),
+    zero outside the image."""
+    h, w, _ = image.shape
+    c = np.array([(w - 1) / 2, (h - 1) / 2])
+    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    out = np.zeros_like(image)
+    for y in range(h):
+        for x in range(w):
+            sx, sy = rot @ (np.array([x, y]) - c - t) / scale + c
+            x0, y0 = math.floor(sx), math.floor(sy)
+            for yy, xx, wt in [(y0, x0, (1 - (sy - y0)) * (1 - (sx - x0))), (y0, x0 + 1, (1 - (sy - y0)) * (sx - x0)),
+                               (y0 + 1, x0, (sy - y0) * (1 - (sx - x0))), (y0 + 1, x0 + 1, (sy - y0) * (sx - x0))]:
+                if 0 <= yy < h and 0 <= xx < w:
+                    out[y, x] += wt * image[yy, xx]
+    return out
+
+
+def test_affine_transform_matches_rot90_and_a_numpy_bilinear_warp(rng):
+    images = _images(rng, b=3, h=7, w=7)
+    got = augment.affine_transform(tf.constant(images), [math.pi / 2] * 3).numpy()
+    np.testing.assert_allclose(got, np.rot90(images, 1, axes=(1, 2)), atol=1e-5)
+    angles, scales, shifts = [0.3, -1.1, 2.0], [1.0, 1.4, 0.8], [[0.0, 0.0], [1.5, -0.5], [-2.0, 1.0]]
+    got = augment.affine_transform(tf.constant(images), angles, scales, shifts, fill_mode="constant").numpy()
+    for i in range(3):
+        expected = _numpy_affine(images[i], angles[i], scales[i], np.array(shifts[i]))
+        np.testing.assert_allclose(got[i], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("num, expected", [(2, (0, 180)), (4, (0, 90, 180, 270)), (8, tuple(range(0, 360, 45)))])
+def test_rotation_sets(num, expected):
+    from zoo.methods.rotation import RotationConfig, rotation_angles
+    assert rotation_angles(RotationConfig(num_rotations=num)) == expected
+    assert rotation_angles(RotationConfig(rotations=(90, 270))) == (90, 270)
+    for bad in (dict(num_rotations=3), dict(rotations=(0, 30)), dict(rotations=(0, 0)), dict(corners="black")):
+        with pytest.raises(ValueError, match="rotations|corners"):
+            rotation_angles(RotationConfig(**bad))
+
+
+def test_eight_rotations_hide_the_corners_and_zoom_every_copy_alike(rng):
+    ones = np.ones((2, 16, 16, 3), np.float32)
+    angles = tuple(range(0, 360, 45))
+    cropped = rotation_batch(tf.constant(ones), angles, "crop")["images"].numpy()
+    np.testing.assert_allclose(cropped, 1.0, atol=1e-5)  # no fill anywhere, at any angle
+    filled = rotation_batch(tf.constant(ones), angles, "zeros")["images"].numpy()
+    assert filled[1, 0, 0, 0] == 0.0 and filled[0, 0, 0, 0] == 1.0  # 45 degrees: empty corner
+    images = _images(rng, b=2, h=16, w=16)
+    out = rotation_batch(tf.constant(images), angles, "crop")
+    got, labels = out["images"].numpy(), out["rotation"].numpy()
+    np.testing.assert_array_equal(labels, list(range(8)) * 2)
+    for i in range(2):  # the 90-degree copy is the 0-degree copy turned by np.rot90: same zoom
+        np.testing.assert_allclose(got[8 * i + 2], np.rot90(got[8 * i], 1, axes=(0, 1)), atol=1e-5)
+        np.testing.assert_allclose(got[8 * i + 4], np.rot90(got[8 * i], 2, axes=(0, 1)), atol=1e-5)
+        assert np.abs(got[8 * i] - images[i]).max() > 0.01  # zoomed, not the original
+
+
 # ---- CIFAR crop ----
 
 def _matching_offsets(padded, out, h, w):
@@ -283,3 +339,17 @@ def test_to_float():
     got = augment.to_float(tf.constant([[0, 51, 255]], tf.uint8)).numpy()
     np.testing.assert_allclose(got, [[0.0, 0.2, 1.0]], atol=1e-7)
     assert got.dtype == np.float32
+
+
+def test_sampled_rotations_are_distinct_per_image_and_match_their_labels(rng):
+    from zoo.methods.rotation import sampled_rotation_batch
+    images = _images(rng, b=5, h=16, w=16)
+    angles = tuple(range(0, 360, 45))
+    out = sampled_rotation_batch(tf.constant(images), angles, 4, SEED, "crop")
+    got, labels = out["images"].numpy(), out["rotation"].numpy().reshape(5, 4)
+    full = rotation_batch(tf.constant(images), angles, "crop")["images"].numpy().reshape(5, 8, 16, 16, 3)
+    assert len({tuple(r) for r in labels}) > 1  # not the same subset for every image
+    for i in range(5):
+        assert len(set(labels[i])) == 4
+        for j, label in enumerate(labels[i]):  # each copy is the full batch's copy of that angle
+            np.testing.assert_allclose(got[4 * i + j], full[i, label], atol=1e-4)

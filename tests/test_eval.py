@@ -299,3 +299,28 @@ def test_extract_features_of_a_model_built_under_mirrored_strategy(two_device_st
     features = extract_features(model, images, batch_size=4, verbose=False)
     assert features.shape == (10, 4)
     np.testing.assert_allclose(features, model(images.astype(np.float32) / 255.0).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_layer_encoder_pools_the_named_block(rng, tmp_path):
+    import zoo
+    from zoo.backbones import feature_maps
+    from zoo.encoder import layer_encoder
+    encoder = zoo.load("rotation_resnet18w025_cifar10")
+    images = rng.integers(0, 256, size=(3, 32, 32, 3)).astype(np.uint8)
+    maps = feature_maps(encoder.backbone, ["stage2"])(images.astype(np.float32) / 255.0)
+    expected = np.asarray(maps).mean(axis=(1, 2))
+    got = layer_encoder(encoder, "stage2_out")(images).numpy()
+    assert got.shape == (3, expected.shape[-1]) and expected.shape[-1] != encoder.feature_dim
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(layer_encoder(encoder, "stage4")(images).numpy(), encoder(images).numpy(),
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="stage5"):
+        layer_encoder(encoder, "stage5")
+
+
+def test_zoo_eval_layer_writes_a_per_layer_report(tmp_path):
+    from trainers.evaluate import evaluate
+    report = evaluate("rotation_resnet18w025_cifar10", data="shapes?n=400", protocols=["knn"], layer="stage2",
+                      verbose=False)
+    assert report["layer"] == "stage2" and report["feature_dim"] == 32
+    assert 0.0 <= report["knn"]["top1"] <= 1.0

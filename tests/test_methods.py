@@ -49,9 +49,12 @@ def test_views_are_deterministic_and_well_formed(name):
     for key in a:
         np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
         assert np.all(np.isfinite(a[key].numpy().astype(np.float64)))
-        if a[key].dtype.is_floating and a[key].shape.rank == 4:
-            assert a[key].shape[1:] == (32, 32, 3)
-            assert 0.0 <= float(tf.reduce_min(a[key])) and float(tf.reduce_max(a[key])) <= 1.0
+        if a[key].dtype.is_floating and a[key].shape.rank in (4, 5):  # images [B,h,w,3] or [B,k,h,w,3]
+            h, w, c = a[key].shape[-3:]
+            assert c == 3 and 4 <= h <= 32 and 4 <= w <= 32, (key, a[key].shape)
+            if method.unit_range_views:
+                assert 0.0 <= float(tf.reduce_min(a[key])) and float(tf.reduce_max(a[key])) <= 1.0
+        assert a[key].shape[0] % BATCH == 0, f"{key}: the first axis must be the batch axis"
     images, labels = _images()
     other = method.make_views(tf.constant(images), tf.constant(labels), tf.constant([5, 6]))
     assert any(not np.array_equal(a[k].numpy(), other[k].numpy()) for k in a if a[k].dtype.is_floating)

@@ -6,6 +6,8 @@ are extracted from the frozen encoder (and cached in the run folder), then:
   knn     weighted kNN top-1 on val (k=200, cosine, temperature 0.1; Wu et al. 2018)
   linear  linear-probe top-1 on val (softmax regression on standardised frozen features)
 Results are printed and written as JSON (default: RUN/eval.json).
+`--layer stage2` measures the average-pooled output of an intermediate block instead of the
+final features (per-layer probes; the default output file is then RUN/eval-stage2.json).
 """
 import argparse
 import json
@@ -38,8 +40,9 @@ def _encoder_for(target):
     return encoder, {"model": target, "method": meta["method"]}, None, key, None
 
 
-def evaluate(target, data=None, protocols=PROTOCOLS, k=200, temperature=0.1, batch_size=512, verbose=True):
-    """Evaluate `target`; returns the report dict (see module docstring)."""
+def evaluate(target, data=None, protocols=PROTOCOLS, k=200, temperature=0.1, batch_size=512, verbose=True,
+             layer=None):
+    """Evaluate `target` (its block `layer`, e.g. "stage2", if given); returns the report dict."""
     import tensorflow as tf
     import zoo
     from zoo.eval import extract_features, knn_accuracy, linear_probe
@@ -47,6 +50,10 @@ def evaluate(target, data=None, protocols=PROTOCOLS, k=200, temperature=0.1, bat
     if unknown:
         raise ValueError(f"Unknown protocol(s) {unknown}; choose from {list(PROTOCOLS)}.")
     encoder, info, cache_dir, key, recipe = _encoder_for(target)
+    if layer:
+        from zoo.encoder import layer_encoder
+        encoder = layer_encoder(encoder, layer)
+        info["layer"], key = layer, f"{key}-{layer}"
     if data is None:
         if recipe is None:
             raise ValueError("--data is required when evaluating a model (not a run folder).")
@@ -80,7 +87,8 @@ def write_report(report, command, out=None):
     """Record the command in the report and write it as JSON (default: RUN/eval.json, which
     zoo-export reads into the model card; eval.json for a model). Returns the path."""
     report["command"] = command
-    out = out or (os.path.join(report["run"], "eval.json") if "run" in report else "eval.json")
+    name = f"eval-{report['layer']}.json" if report.get("layer") else "eval.json"
+    out = out or (os.path.join(report["run"], name) if "run" in report else name)
     with open(out, "w") as f:
         json.dump(report, f, indent=2)
     return out
@@ -94,18 +102,20 @@ def main(argv=None):
     p.add_argument("--k", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.1)
     p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--layer", help="probe an intermediate block instead: stem, stage1, stage2, stage3 or stage4")
     p.add_argument("--out", help="JSON file (default: RUN/eval.json, or eval.json for a model)")
     args = p.parse_args(argv)
     from zoo.data import DataError
     from trainers.runs import RunError
     try:
         report = evaluate(args.target, args.data, [s.strip() for s in args.protocol.split(",") if s.strip()],
-                          k=args.k, temperature=args.temperature, batch_size=args.batch_size)
+                          k=args.k, temperature=args.temperature, batch_size=args.batch_size, layer=args.layer)
     except (DataError, RunError, ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")
     command = "zoo-eval " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     out = write_report(report, command, args.out)
-    print(f"{report.get('run') or report.get('model')} on {report['data']} ({report['split_description']}):")
+    where = f" [{report['layer']}]" if report.get("layer") else ""
+    print(f"{report.get('run') or report.get('model')}{where} on {report['data']} ({report['split_description']}):")
     for protocol in PROTOCOLS:
         if protocol in report:
             print(f"  {protocol:7s} top-1 = {100 * report[protocol]['top1']:.2f}%")

@@ -61,6 +61,17 @@ def build_method(recipe):
     return zoo.create(recipe["method"], **recipe.get("method_config", {}))
 
 
+def fill_num_examples(recipe, num_examples):
+    """Methods with a per-image memory (NPID) size it from the data: write the training-set size
+    into the recipe, so the run folder's config rebuilds the same model for eval and export."""
+    import dataclasses
+    from zoo.registry import get_method
+    fields = {f.name for f in dataclasses.fields(get_method(recipe["method"]).Config)}
+    config = recipe.setdefault("method_config", {})
+    if "num_examples" in fields and not config.get("num_examples"):
+        config["num_examples"] = int(num_examples)
+
+
 def compile_method(method, recipe, steps_per_epoch):
     from zoo.optimizers import make_optimizer
     opt = dict(recipe["optimizer"])
@@ -105,28 +116,37 @@ def train(recipe, out, resume=None, verbose=None, strategy=None):
     from zoo.pipeline import pretext_dataset, steps_per_epoch
 
     strategy = strategy or tf.distribute.get_strategy()
+    train_data = zoo.data.load_arrays(recipe["data"], "train")
+    val_data = zoo.data.load_arrays(recipe["data"], "val")
+    fill_num_examples(recipe, len(train_data.images))
     prepare_run_dir(out, recipe, resume)
     _setup_logging(out)
     ckpt_dir = os.path.join(out, "checkpoints")
     restore, start_step = latest_checkpoint(ckpt_dir)
 
-    train_data = zoo.data.load_arrays(recipe["data"], "train")
-    val_data = zoo.data.load_arrays(recipe["data"], "val")
     bs, epochs = recipe["batch_size"], recipe["epochs"]
     spe = steps_per_epoch(len(train_data.images), bs)
     total = epochs * spe
     log.info(f"{recipe['method']} on {recipe['data']}: {len(train_data.images)} train / "
              f"{len(val_data.images)} val images, batch {bs}, {spe} steps/epoch, {epochs} epochs -> {out}")
-    if start_step >= total:
-        log.info(f"already trained for {start_step} steps ({epochs} epochs): nothing to do.")
-        return restore
-
     if bs % strategy.num_replicas_in_sync:
         raise SystemExit(f"error: batch size {bs} does not split evenly over {strategy.num_replicas_in_sync} "
                          "replicas; use a multiple of the replica count.")
     keras.utils.set_random_seed(recipe["seed"])
     with strategy.scope():
-        method = compile_method(build_method(recipe), recipe, spe)
+        method = build_method(recipe)
+    subset = method.training_subset(train_data.images)
+    train_images, train_labels = train_data.images, train_data.labels
+    if subset is not None:
+        train_images, train_labels = train_images[subset], train_labels[subset]
+        spe = steps_per_epoch(len(train_images), bs)
+        total = epochs * spe
+        log.info(f"{recipe['method']} trains on {len(train_images)} of the images: {spe} steps/epoch")
+    if start_step >= total:
+        log.info(f"already trained for {start_step} steps ({epochs} epochs): nothing to do.")
+        return restore
+    with strategy.scope():
+        compile_method(method, recipe, spe)
     if strategy.num_replicas_in_sync > 1:
         log.info(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas, "
                  f"{bs // strategy.num_replicas_in_sync} images each")
@@ -148,7 +168,7 @@ def train(recipe, out, resume=None, verbose=None, strategy=None):
     started = time.time()
 
     def run(begin, end, initial_epoch, last_epoch, steps):
-        ds = pretext_dataset(method, train_data.images, train_data.labels, bs, epochs, recipe["seed"], begin, end)
+        ds = pretext_dataset(method, train_images, train_labels, bs, epochs, recipe["seed"], begin, end)
         method.fit(ds, initial_epoch=initial_epoch, epochs=last_epoch, steps_per_epoch=steps,
                    callbacks=callbacks, verbose=verbose, shuffle=False)  # the pipeline shuffles
         if checkpointer.stop_requested:

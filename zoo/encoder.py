@@ -1,8 +1,9 @@
 """ImageEncoder: a backbone with its own preprocessing, the object users load and fine-tune.
 
 It takes RGB images [N, H, W, 3] as uint8 or as float in 0..255, resizes them to the training
-resolution and scales them to [0, 1]; the backbone's first layer normalises by mean/std. So
-`encoder(images)` needs no knowledge of how the encoder was trained.
+resolution (or to the size given as `zoo.load(..., input_shape=...)`) and scales them to
+[0, 1]; the backbone's first layer normalises by mean/std. So `encoder(images)` needs no
+knowledge of how the encoder was trained.
 """
 import warnings
 
@@ -37,13 +38,21 @@ def check_images(images, where="encoder"):
 
 
 class ImageEncoder(keras.Model):
-    """[N, H, W, 3] uint8 / float 0..255 -> [N, D] features of a self-supervised backbone."""
+    """[N, H, W, 3] uint8 / float 0..255 -> [N, D] features of a self-supervised backbone.
+
+    `image_size`: the size images are resized to before the backbone, an int (square), an
+    (height, width) pair, or None to run the backbone on every batch at its own size."""
 
     def __init__(self, backbone, image_size, **kwargs):
         kwargs.setdefault("name", f"{backbone.name}_encoder")
         super().__init__(**kwargs)
         self.backbone = backbone
-        self.image_size = int(image_size)
+        if image_size is None:
+            self.image_size = None
+        elif isinstance(image_size, (tuple, list)):
+            self.image_size = (int(image_size[0]), int(image_size[1]))
+        else:
+            self.image_size = int(image_size)
         self.feature_dim = backbone.output_shape[-1]
         self._warned_range = False
         self.built = True  # the backbone is built; the wrapper has no variables of its own
@@ -55,7 +64,9 @@ class ImageEncoder(keras.Model):
         x = tf.cast(images, tf.float32)
         # Always resize: a no-op at the training size (exact for bilinear), and it makes any
         # input size valid in the exported graph.
-        x = tf.image.resize(x, [self.image_size, self.image_size], method="bilinear")
+        if self.image_size is not None:
+            size = self.image_size if isinstance(self.image_size, tuple) else (self.image_size,) * 2
+            x = tf.image.resize(x, list(size), method="bilinear")
         return self.backbone(x / 255.0, training=training)
 
     def _warn_if_unit_range(self, images):
@@ -68,3 +79,15 @@ class ImageEncoder(keras.Model):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.feature_dim)
+
+
+def layer_encoder(encoder, layer):
+    """An ImageEncoder on the globally average-pooled output of an intermediate block of
+    `encoder`'s backbone ("stem", "stage1".."stage4"; the last equals the encoder itself), for
+    per-layer probes (RotNet's best CIFAR-10 features are those of block 2). Shares weights."""
+    from zoo.backbones import feature_maps
+    name = layer[:-4] if layer.endswith("_out") else layer
+    block = feature_maps(encoder.backbone, [name]).outputs[0]  # checks the name
+    pooled = keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(block)
+    backbone = keras.Model(encoder.backbone.inputs, pooled, name=f"{encoder.backbone.name}_{name}")
+    return ImageEncoder(backbone, encoder.image_size, name=f"{backbone.name}_encoder")

@@ -37,9 +37,12 @@ def pretext_dataset(method, images, labels, batch_size, epochs, seed=0, start_st
     images = tf.constant(images)
     labels = tf.constant(np.asarray(labels, np.int32))
 
+    # Instance methods (NPID, exemplar) see each image's index in `images` instead of its label.
+    use_ids = getattr(method, "uses_example_ids", False)
+
     def views(step, idx):
         batch_seed = tf.stack([tf.constant(seed, tf.int32), step])
-        return method.make_views(tf.gather(images, idx), tf.gather(labels, idx), batch_seed)
+        return method.make_views(tf.gather(images, idx), idx if use_ids else tf.gather(labels, idx), batch_seed)
 
     ds = tf.data.Dataset.from_tensor_slices((steps, order))
     ds = ds.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -139,3 +139,29 @@ def simclr_view(images, size, seed, crop_scale=(0.08, 1.0), jitter_strength=0.5,
 def rotate(images, k):
     """Rotate every image by k * 90 degrees counter-clockwise (as np.rot90 on H, W)."""
     return tf.image.rot90(images, k)
+
+
+def affine_transform(images, angles, scales=None, translations=None, fill_mode="reflect",
+                     interpolation="bilinear"):
+    """Rotate each image by angles[i] radians counter-clockwise (the direction of np.rot90)
+    about its centre, zoom it by scales[i] (> 1 enlarges the content) and shift the content
+    by translations[i] = (dx, dy) pixels (right, down). One ImageProjectiveTransformV3 for the
+    batch; fill_mode: "reflect", "wrap", "nearest" or "constant" (zeros)."""
+    b = tf.shape(images)[0]
+    h, w = tf.cast(tf.shape(images)[1], tf.float32), tf.cast(tf.shape(images)[2], tf.float32)
+    angles = tf.cast(angles, tf.float32)
+    scales = tf.ones([b]) if scales is None else tf.cast(scales, tf.float32)
+    t = tf.zeros([b, 2]) if translations is None else tf.cast(translations, tf.float32)
+    # The op maps each OUTPUT pixel (x, y) to the INPUT point A (x, y) + offset, with
+    # A = R(angle) / scale and the offset chosen so that the centre c moves by t:
+    # in = A (out - c - t) + c.
+    cos, sin = tf.cos(angles) / scales, tf.sin(angles) / scales
+    cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+    px, py = cx + t[:, 0], cy + t[:, 1]
+    offset_x = cx - (cos * px - sin * py)
+    offset_y = cy - (sin * px + cos * py)
+    zeros = tf.zeros([b])
+    transforms = tf.stack([cos, -sin, offset_x, sin, cos, offset_y, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3], fill_value=0.0,
+        interpolation=interpolation.upper(), fill_mode=fill_mode.upper())

@@ -37,12 +37,24 @@ class MethodConfig:
         return dataclasses.asdict(self)
 
 
+def is_multi_worker(strategy):
+    """True under MultiWorkerMirroredStrategy with more than one worker (Keras's own test for
+    its multi-worker code paths)."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
+
+
 class SSLMethod(keras.Model):
     Config = MethodConfig
     method_name = "base"
     # Names of the scalars `pretext_loss` returns besides the loss; their trackers are made
     # up front because a variable first created inside a distributed step is an error.
     metric_names = ()
+    # True for methods that tell images apart (NPID, exemplar): `make_views` then receives each
+    # image's index in the training array as `labels`, and a `num_examples` config field is
+    # filled in by the trainer with the training-set size.
+    uses_example_ids = False
+    # False for methods whose image views are normalised per patch (jigsaw) instead of [0, 1].
+    unit_range_views = True
 
     def __init__(self, config=None, **kwargs):
         super().__init__(name=self.method_name, **kwargs)
@@ -68,6 +80,26 @@ class SSLMethod(keras.Model):
     def pretext_loss(self, views, training=False):
         raise NotImplementedError
 
+    def training_subset(self, images):
+        """Indices of the training images the method trains on (None: all of them). Exemplar
+        CNN trains on a fixed set of seed images, one surrogate class each."""
+        return None
+
+    def view_panels(self, views, index):
+        """[(caption, float image HxWx3 in [0, 1])] showing example `index` of a views batch, for
+        `python -m zoo.show_views`. Default: each image view of the example ([B,h,w,3] or
+        [B,k,h,w,3]), captioned with its name and the example's integer labels."""
+        import numpy as np
+        labels = " ".join(f"{k}={int(v[index])}" for k, v in views.items() if v.shape.rank == 1 and v.dtype.is_integer)
+        panels = []
+        for key, value in views.items():
+            if value.dtype.is_floating and value.shape.rank in (4, 5):
+                images = np.asarray(value[index])
+                images = images[None] if images.ndim == 3 else images
+                panels += [(f"{key}[{j}] {labels}" if len(images) > 1 else f"{key} {labels}", image)
+                           for j, image in enumerate(images)]
+        return panels
+
     # --- shared machinery ---------------------------------------------------------------
     def call(self, images, training=False):
         """Encoder features of float images in [0, 1]."""
@@ -85,7 +117,26 @@ class SSLMethod(keras.Model):
                              f"that are not in its metric_names {self.metric_names}.")
         for name, value in logs.items():
             self._trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self._trackers.items()}
+        results = {name: tracker.result() for name, tracker in self._trackers.items()}
+        if is_multi_worker(tf.distribute.get_strategy()):
+            # keras-team/keras#20585: with several workers Keras reduces step logs with
+            # strategy.reduce("MEAN", v, axis=0), which rejects scalars; [1] reduces to the mean.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # keras-team/keras#20585: under MultiWorkerMirroredStrategy Keras builds from the first
+        # batch by strategy.reduce(...) on a PerReplica dict, which fails ("Attempt to convert a
+        # value (PerReplica ...)"); build from this worker's first replica's batch instead. The
+        # optimizer is then built here by Keras, inside the strategy (never build it by hand
+        # before fit under this strategy: "Unknown variable").
+        if iterator is not None and is_multi_worker(self.distribute_strategy):
+            for _, _, batches in iterator:
+                local = self.distribute_strategy.experimental_local_results
+                data_batch = tf.nest.map_structure(lambda v: local(v)[0], next(batches))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _as_views(self, data, seed):
         """Views as made by the tf.data pipeline, or, when `fit` is given plain image batches
