@@ -1,10 +1,13 @@
-"""`zoo-export RUN --name NAME [--to DIR | --to hf://org/repo]`: freeze a run's encoder.
+"""`zoo-export RUN|NAME [--name NAME] [--to DIR | hf://org/repo[@revision]] [--tflite] [--onnx]`: freeze an encoder.
 
 Writes the export folder (see export/saved_model.py) into the local store DIR (default
-./published); with `--to hf://org/repo` it writes it to a temporary folder and uploads it to
-the Hugging Face Hub (token from HF_TOKEN or `huggingface-cli login`).
+./published); with `--to hf://org/repo[@revision]` it writes it to a temporary folder and
+uploads it to the Hugging Face Hub (token from HF_TOKEN or `hf auth login`), on the branch
+`revision` (default main), and prints the URL. `--tflite` / `--onnx` add model.tflite /
+model.onnx, each checked against the Keras model before it is kept.
 """
 import argparse
+import functools
 import json
 import os
 import re
@@ -54,8 +57,10 @@ def run_results(run_dir):
             for protocol in ("knn", "linear") if protocol in report]
 
 
-def export_run(run_dir, name, to="published", overwrite=False, saved_model=True, compute_note=None):
-    """Export the latest checkpoint of `run_dir` as `to/name`; returns the folder."""
+def export_run(run_dir, name, to="published", overwrite=False, saved_model=True, compute_note=None,
+               tflite=False, onnx=False, source=None, load_as=None):
+    """Export the latest checkpoint of `run_dir` as `to/name`; returns the folder. `source`
+    overrides metadata["source"] (e.g. the Hub repo it is published to)."""
     from export.saved_model import make_metadata, write_export
     from trainers.runs import run_encoder
     if not _NAME.match(name):
@@ -70,40 +75,110 @@ def export_run(run_dir, name, to="published", overwrite=False, saved_model=True,
         training["compute_note"] = compute_note
     meta = make_metadata(name, encoder, recipe["method"], backbone, input_spec,
                          training=training, results=run_results(run_dir))
-    return write_export(encoder, meta, to, overwrite=overwrite, saved_model=saved_model)
+    if source:
+        meta["source"] = source
+    return write_export(encoder, meta, to, overwrite=overwrite, saved_model=saved_model, tflite=tflite, onnx=onnx,
+                        load_as=load_as)
 
 
-def publish_to_hub(folder, repo):
-    """Upload an export folder to the Hugging Face Hub; returns the repo URL."""
-    from huggingface_hub import HfApi
+def export_preset(preset, name=None, to="published", overwrite=False, saved_model=True, compute_note=None,
+                  tflite=False, onnx=False, source=None, load_as=None):
+    """Export a registered encoder (zoo.list_models()) like a run: e.g. to add TFLite / ONNX
+    files or to publish a shipped encoder on the Hub. Returns the folder."""
+    import zoo
+    from export.saved_model import write_export
+    encoder = zoo.load(preset)
+    meta = {k: v for k, v in zoo.hub.get_metadata(preset).items()
+            if k not in ("files", "fingerprint", "exports", "source")}
+    meta["name"] = name or preset
+    if not _NAME.match(meta["name"]):
+        raise ValueError(f"--name {meta['name']!r}: use letters, digits, '_', '-', '.'.")
+    if compute_note:
+        meta["training"] = dict(meta["training"], compute_note=compute_note)
+    meta["source"] = source or {"type": "folder", "path": "."}
+    return write_export(encoder, meta, to, overwrite=overwrite, saved_model=saved_model, tflite=tflite, onnx=onnx,
+                        load_as=load_as)
+
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def parse_hub_target(target):
+    """"hf://org/repo[@revision]" -> (repo_id, revision or None), refusing malformed ids
+    before anything is trained, exported or sent."""
+    repo = target[len("hf://"):] if target.startswith("hf://") else target
     repo_id, _, revision = repo.partition("@")
-    api = HfApi()
+    if not _REPO_ID.match(repo_id):
+        raise ValueError(f"--to {target!r}: expected hf://ORG/REPO or hf://ORG/REPO@REVISION "
+                         "(e.g. hf://my-org/simclr_resnet18w025_cifar10).")
+    return repo_id, revision or None
+
+
+def hub_token():
+    """The Hugging Face token: HF_TOKEN, else the one saved by `hf auth login`; a clear error
+    before any network call when there is none."""
+    from huggingface_hub import get_token
+    token = get_token()
+    if not token:
+        raise ValueError("no Hugging Face token: set HF_TOKEN (a write token from "
+                         "https://huggingface.co/settings/tokens) or run `hf auth login`.")
+    return token
+
+
+def publish_to_hub(folder, repo_id, revision=None, token=None):
+    """Upload an export folder to the Hugging Face Hub (creating the repo, and the branch
+    `revision` if given); returns the URL of what was uploaded."""
+    from huggingface_hub import HfApi
+    api = HfApi(token=token or hub_token())
     api.create_repo(repo_id, exist_ok=True)
-    api.upload_folder(folder_path=folder, repo_id=repo_id, revision=revision or None,
+    if revision:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    api.upload_folder(folder_path=folder, repo_id=repo_id, revision=revision,
                       commit_message=f"Upload {os.path.basename(folder)} from keras-ssl-zoo")
-    return f"https://huggingface.co/{repo_id}"
+    return f"https://huggingface.co/{repo_id}" + (f"/tree/{revision}" if revision else "")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="zoo-export", description=__doc__.split("\n\n")[0])
-    p.add_argument("run", help="a zoo-train run folder")
-    p.add_argument("--name", required=True, help="name of the exported encoder, e.g. simclr_resnet18w025_cifar10")
-    p.add_argument("--to", default="published", help="local folder (default ./published) or hf://org/repo")
+    p.add_argument("run", help="a zoo-train run folder, or a registered encoder name (zoo.list_models())")
+    p.add_argument("--name", help="name of the exported encoder, e.g. simclr_resnet18w025_cifar10 "
+                                  "(required for a run; default for a registered encoder: its name)")
+    p.add_argument("--to", default="published",
+                   help="local folder (default ./published) or hf://org/repo[@revision] (uploads; needs HF_TOKEN)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export of the same name")
     p.add_argument("--no-saved-model", action="store_true", help="skip the SavedModel (Keras files only)")
     p.add_argument("--compute-note", help="how the training minutes were measured (shown in the model card)")
+    p.add_argument("--tflite", action="store_true",
+                   help="also write model.tflite (Keras 3's LiteRT export, checked with the TFLite interpreter)")
+    p.add_argument("--onnx", action="store_true",
+                   help="also write model.onnx (tf2onnx, checked with onnxruntime; pip install 'keras-ssl-zoo[onnx]')")
     args = p.parse_args(argv)
+    from export.saved_model import ExportError
     from trainers.runs import RunError
+    formats = dict(saved_model=not args.no_saved_model, compute_note=args.compute_note, tflite=args.tflite,
+                   onnx=args.onnx)
+    import zoo
+    if not os.path.isdir(args.run) and args.run in zoo.list_models():
+        export = functools.partial(export_preset, args.run)
+        args.name = args.name or args.run
+    elif args.name is None:
+        raise SystemExit("error: --name is required when exporting a run (e.g. --name simclr_resnet18w025_cifar10)")
+    else:
+        export = functools.partial(export_run, args.run)
     try:
         if args.to.startswith("hf://"):
+            repo_id, revision = parse_hub_target(args.to)
+            token = hub_token()
+            target = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
+            source = {"type": "huggingface", "repo_id": repo_id, "revision": revision or "main"}
             with tempfile.TemporaryDirectory() as tmp:
-                folder = export_run(args.run, args.name, tmp, saved_model=not args.no_saved_model,
-                                    compute_note=args.compute_note)
-                print(f"published {publish_to_hub(folder, args.to[len('hf://'):])}")
+                folder = export(args.name, tmp, source=source, load_as=target, **formats)
+                url = publish_to_hub(folder, repo_id, revision, token=token)
+            print(f"published {args.name} to {url}")
+            print(f"load it with: zoo.load({target!r})")
             return
-        folder = export_run(args.run, args.name, args.to, args.overwrite, saved_model=not args.no_saved_model,
-                            compute_note=args.compute_note)
-    except (RunError, FileExistsError, ValueError) as e:
+        folder = export(args.name, args.to, args.overwrite, **formats)
+    except (RunError, FileExistsError, ValueError, ExportError) as e:
         raise SystemExit(f"error: {e}")
     print(f"exported {args.name} to {os.path.abspath(folder)}")
     print(f"load it with: zoo.load({os.path.abspath(folder)!r})")

@@ -43,7 +43,50 @@ def _header(meta):
     return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n"
 
 
-def render_model_card(meta):
+def default_load_as(meta):
+    """What a card's code passes to zoo.load: the Hub id for a Hugging Face source, else the
+    registered name."""
+    source = meta.get("source") or {}
+    if source.get("type") == "huggingface":
+        return f"hf://{source['repo_id']}" + (f"@{source['revision']}" if source.get("revision") else "")
+    return meta["name"]
+
+
+def usage_code(meta, load_as=None):
+    """The card's "How to use" code: load, embed, then fine-tune with the first two stages
+    frozen and a 10x lower learning rate on the encoder. tests run it as written."""
+    size, load_as = meta["input"]["image_size"], load_as or default_load_as(meta)
+    return f"""import numpy as np
+import keras
+import zoo
+
+encoder = zoo.load("{load_as}")
+features = encoder(np.zeros((2, {size}, {size}, 3), np.uint8))  # -> (2, {meta['feature_dim']}); any image size
+
+# fine-tune inside your own model: stem + stage1 frozen, encoder at 1/10 of the head's rate
+encoder = zoo.load("{load_as}", trainable=True)
+zoo.finetune.freeze_stages(encoder, 2)
+inputs = keras.Input(({size}, {size}, 3), dtype="uint8")
+model = keras.Model(inputs, keras.layers.Dense(10)(encoder(inputs)))
+model.compile(zoo.finetune.SplitOptimizer(encoder, keras.optimizers.Adam(1e-3), encoder_lr_scale=0.1),
+              keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+images, labels = np.zeros((8, {size}, {size}, 3), np.uint8), np.zeros(8, np.int32)  # your data here
+model.fit(images, labels, epochs=1)
+"""
+
+
+def _exports_text(meta):
+    lines = []
+    for kind, info in sorted(meta.get("exports", {}).items()):
+        lines.append(f"- `{info['file']}` ({'TFLite / LiteRT' if kind == 'tflite' else 'ONNX'}): input "
+                     f"{info['input']}, output {info['output']}; max |difference| to the Keras model "
+                     f"{info['max_abs_diff_vs_keras']:.2g} on the export's check images.")
+    return ("\n\nAlso in this repository:\n\n" + "\n".join(lines)) if lines else ""
+
+
+def render_model_card(meta, load_as=None):
+    """README.md of an export folder / Hub repo. `load_as`: what its code passes to zoo.load
+    (default: the Hub id for a Hugging Face source, else the name)."""
     b, spec, t = meta["backbone"], meta["input"], meta["training"]
     recipe = t.get("recipe")
     return f"""{_header(meta)}
@@ -54,34 +97,21 @@ A **{meta['method']}** self-supervised image encoder from keras-ssl-zoo: {b['nam
 It maps RGB images to feature vectors for linear classifiers, kNN retrieval or fine-tuning;
 the projection / pretext heads used in pre-training are not included.
 
-## How to use
+## How to load and fine-tune
 
 ```python
-import numpy as np
-import keras
-import zoo
-
-encoder = zoo.load("{meta['name']}")          # or a path to this folder
-features = encoder(np.zeros((2, {spec['image_size']}, {spec['image_size']}, 3), np.uint8))  # -> (2, {meta['feature_dim']})
-
-# fine-tune inside your own model
-encoder = zoo.load("{meta['name']}", trainable=True)
-inputs = keras.Input(({spec['image_size']}, {spec['image_size']}, 3))
-outputs = keras.layers.Dense(10)(encoder(inputs))
-model = keras.Model(inputs, outputs)
-model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+{usage_code(meta, load_as).strip()}
 ```
 
 Input: uint8 RGB, or float in 0..255, shape [N, H, W, 3]; images are resized to
 {spec['image_size']} px, scaled to [0, 1] and normalised with mean {list(spec['mean'])} and std
 {list(spec['std'])} inside the model. The SavedModel in `saved_model/` has the signatures
-`serving_default` (uint8) and `serving_float` (float32 0..255), any batch and image size.
+`serving_default` (uint8) and `serving_float` (float32 0..255), any batch and image size.{_exports_text(meta)}
 
-## Training
+## Training data and recipe
 
 - data: {t.get('data_description', t.get('data', 'unknown'))}
 - epochs: {t.get('epochs', '?')}, images seen: {t.get('images_seen', '?'):,} (batch {t.get('batch_size', '?')})
-- compute: {t.get('minutes', '?')} minutes on {t.get('cpu', '?')} ({t.get('cpu_cores', '?')} cores){'; ' + t['compute_note'] if t.get('compute_note') else ''}
 - command: `{t.get('command', '')}`
 
 Recipe:
@@ -93,6 +123,11 @@ Recipe:
 ## Results
 
 {_result_rows(meta)}
+
+## Compute
+
+{t.get('minutes', '?')} minutes of training on {t.get('cpu', '?')} ({t.get('cpu_cores', '?')} CPU cores, no
+accelerator), {t.get('steps', '?')} steps{'; ' + t['compute_note'] if t.get('compute_note') else ''}.
 
 ## Limitations and biases
 

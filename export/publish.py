@@ -29,8 +29,10 @@ def fingerprint(encoder):
 
 def register_in_package(folder, preset_dir=PRESET_DIR):
     """Copy an export folder's weights and metadata into the package registry; returns the
-    preset JSON path. The SavedModel and card stay in the export folder (the registry keeps
-    the package small)."""
+    preset JSON path. The SavedModel, TFLite / ONNX files and card stay in the export folder
+    (the registry keeps the package small). A preset whose files live elsewhere has, instead
+    of {"type": "package"}, a "source" naming a folder or a Hugging Face repo id + revision
+    (see zoo/hub.py); its "files" paths are then relative to that place."""
     import zoo
     with open(os.path.join(folder, "metadata.json")) as f:
         meta = json.load(f)
@@ -40,6 +42,8 @@ def register_in_package(folder, preset_dir=PRESET_DIR):
     os.makedirs(os.path.join(preset_dir, "weights"), exist_ok=True)
     shutil.copyfile(os.path.join(folder, WEIGHTS_FILE), os.path.join(preset_dir, rel))
     meta["files"] = {rel: file_record(os.path.join(preset_dir, rel))}
+    meta["source"] = {"type": "package"}
+    meta.pop("exports", None)  # TFLite / ONNX files stay in the export folder
     meta["fingerprint"] = fingerprint(zoo.load(folder))
     path = os.path.join(preset_dir, f"{name}.json")
     with open(path, "w") as f:

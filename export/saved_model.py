@@ -9,10 +9,19 @@
                             serving_default: uint8 [N, H, W, 3], any N, H, W -> {"features": [N, D]}
                             serving_float:   float32 [N, H, W, 3] in 0..255   -> {"features": [N, D]}
       README.md           model card (Hugging Face YAML header)
+      model.tflite        optional (--tflite): Keras 3's LiteRT export; uint8 [N, H, W, 3], any N, H, W
+      model.onnx          optional (--onnx): tf2onnx on the frozen graph; input "images" uint8
+                          [N, H, W, 3], any N, H, W -> output "features" [N, D]
 
-The folder is written under a temporary name and renamed at the end, so an interrupted export
-leaves no folder under the final name.
+Every file but the SavedModel is listed with its sha256 in metadata["files"]; TFLite and ONNX
+files are checked against the Keras model on a fixed input before the export is kept, and the
+measured difference is recorded in metadata["exports"].
+
+The folder is written under a temporary name (`.NAME.partial-*`) and renamed at the end, so an
+interrupted export leaves no folder under the final name; leftovers of killed exports are
+removed by the next export of the same name.
 """
+import glob
 import json
 import os
 import platform
@@ -24,6 +33,16 @@ import tensorflow as tf
 
 from export.model_card import render_model_card
 from zoo.hub import FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, file_record
+
+TFLITE_FILE = "model.tflite"
+ONNX_FILE = "model.onnx"
+# TFLite / ONNX features must match the Keras model's to this max |difference| on the check
+# input (features are O(1); float32 kernels differ by ~1e-6 here).
+CONVERTED_TOLERANCE = 1e-4
+
+
+class ExportError(RuntimeError):
+    """A requested export format could not be written; the message says why."""
 
 
 def cpu_model():
@@ -50,7 +69,97 @@ def make_metadata(name, encoder, method, backbone_config, input_spec, training=N
         "training": training or {},
         "results": results or [],
         "files": {},
+        "source": {"type": "folder", "path": "."},
     }
+
+
+def check_images():
+    """The fixed input converted files are checked on: 4 `shapes` images (uint8, 32 px)."""
+    import zoo
+    return zoo.data.load_arrays("shapes?n=120", "val").images[:4]
+
+
+def run_tflite(path, images):
+    """Features from a .tflite file through the LiteRT interpreter (ai_edge_litert if it is
+    installed, else tf.lite.Interpreter, deprecated but still in TensorFlow 2.21)."""
+    import warnings
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = tf.lite.Interpreter
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
+        interpreter = Interpreter(model_path=path)
+    detail = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(detail["index"], list(images.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], images.astype(detail["dtype"]))
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def run_onnx(path, images):
+    """Features from a .onnx file through onnxruntime (CPU)."""
+    import onnxruntime
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return session.run(["features"], {"images": images})[0]
+
+
+def write_tflite(encoder, path):
+    """Keras 3's own LiteRT export (TFLite converter): uint8 [N, H, W, 3], any N, H, W."""
+    try:
+        encoder.export(path, format="litert", verbose=False,
+                       input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    except Exception as e:
+        raise ExportError(f"--tflite: Keras {keras.__version__}'s LiteRT export failed with TensorFlow "
+                          f"{tf.__version__}: {type(e).__name__}: {e}") from e
+
+
+def write_onnx(encoder, path, opset=17):
+    """ONNX through tf2onnx on the frozen inference graph. (Keras 3's own
+    `export(format="onnx")` writes a file here, but its Normalization constants become extra
+    required graph inputs, so onnxruntime cannot run it with the image alone.)"""
+    try:
+        import onnx
+        import tf2onnx
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    except ImportError as e:
+        raise ExportError(f"--onnx needs tf2onnx and onnx ({e}); install them with "
+                          "pip install 'keras-ssl-zoo[onnx]'") from e
+    try:
+        fn = tf.function(lambda images: encoder(images, training=False))
+        frozen = convert_variables_to_constants_v2(
+            fn.get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")))
+        inputs, outputs = [t.name for t in frozen.inputs], [t.name for t in frozen.outputs]
+        model, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=inputs,
+                                                 output_names=outputs, opset=opset)
+    except Exception as e:
+        raise ExportError(f"--onnx: tf2onnx {tf2onnx.__version__} could not convert this encoder with "
+                          f"TensorFlow {tf.__version__}: {type(e).__name__}: {e}") from e
+    rename = {inputs[0]: "images", outputs[0]: "features"}
+    for node in model.graph.node:
+        node.input[:] = [rename.get(n, n) for n in node.input]
+        node.output[:] = [rename.get(n, n) for n in node.output]
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.name = rename.get(value.name, value.name)
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+def _check_converted(kind, run, path, encoder, images):
+    """Max |difference| between a converted file's features and the Keras model's on `images`;
+    raises ExportError above CONVERTED_TOLERANCE."""
+    import numpy as np
+    try:
+        out = run(path, images)
+    except ImportError as e:
+        raise ExportError(f"--{kind}: cannot run the converted file to check it ({e}); install "
+                          f"pip install 'keras-ssl-zoo[{kind}]'") from e
+    diff = float(np.max(np.abs(np.asarray(out) - encoder(images).numpy())))
+    if not diff <= CONVERTED_TOLERANCE:
+        raise ExportError(f"--{kind}: the converted model's features differ from the Keras model's by {diff:.3g} "
+                          f"(tolerance {CONVERTED_TOLERANCE:g}) on the check images; not exporting it.")
+    return diff
 
 
 def write_saved_model(encoder, path):
@@ -68,27 +177,55 @@ def write_saved_model(encoder, path):
     archive.write_out(path, verbose=False)
 
 
-def write_export(encoder, metadata, to, overwrite=False, saved_model=True, card=True):
-    """Write the export folder `to/NAME` atomically; returns its path."""
+def _remove_leftovers(to, name):
+    """Folders left by exports of `name` that were killed before they finished."""
+    for pattern in (f".{name}.partial-*", f".{name}.old-*"):
+        for path in glob.glob(os.path.join(to, pattern)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def write_export(encoder, metadata, to, overwrite=False, saved_model=True, card=True, tflite=False, onnx=False,
+                 load_as=None):
+    """Write the export folder `to/NAME` atomically; returns its path. `load_as`: what the
+    model card's code passes to zoo.load (default: the folder's path)."""
     name = metadata["name"]
     final = os.path.join(to, name)
     if os.path.exists(final) and not overwrite:
         raise FileExistsError(f"{final} already exists; pass --overwrite (overwrite=True) to replace it, "
                               "or choose another --name / --to.")
     os.makedirs(to, exist_ok=True)
+    _remove_leftovers(to, name)
     tmp = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=to)
     try:
         encoder.save_weights(os.path.join(tmp, WEIGHTS_FILE))
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump({"backbone": metadata["backbone"], "input": metadata["input"]}, f, indent=2)
-        metadata = dict(metadata, files={WEIGHTS_FILE: file_record(os.path.join(tmp, WEIGHTS_FILE))})
+        files = [WEIGHTS_FILE, "config.json"]
+        exports = {}
+        if tflite or onnx:
+            images = check_images()
+        if tflite:
+            write_tflite(encoder, os.path.join(tmp, TFLITE_FILE))
+            exports["tflite"] = {"file": TFLITE_FILE, "input": "uint8 [N, H, W, 3]", "output": "features [N, D]",
+                                 "max_abs_diff_vs_keras": _check_converted(
+                                     "tflite", run_tflite, os.path.join(tmp, TFLITE_FILE), encoder, images)}
+            files.append(TFLITE_FILE)
+        if onnx:
+            write_onnx(encoder, os.path.join(tmp, ONNX_FILE))
+            exports["onnx"] = {"file": ONNX_FILE, "input": "images: uint8 [N, H, W, 3]",
+                               "output": "features [N, D]", "max_abs_diff_vs_keras": _check_converted(
+                                   "onnx", run_onnx, os.path.join(tmp, ONNX_FILE), encoder, images)}
+            files.append(ONNX_FILE)
+        metadata = dict(metadata, files={rel: file_record(os.path.join(tmp, rel)) for rel in files})
+        if exports:
+            metadata["exports"] = exports
         with open(os.path.join(tmp, METADATA_FILE), "w") as f:
             json.dump(metadata, f, indent=2)
         if saved_model:
             write_saved_model(encoder, os.path.join(tmp, "saved_model"))
         if card:
             with open(os.path.join(tmp, "README.md"), "w") as f:
-                f.write(render_model_card(metadata))
+                f.write(render_model_card(metadata, load_as=load_as or os.path.abspath(final)))
         if os.path.exists(final):  # overwrite: swap, then remove the old folder
             old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=to)
             os.rename(final, os.path.join(old, name))

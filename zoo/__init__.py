@@ -6,7 +6,8 @@
     zoo.list_models()                       # pretrained encoders
     encoder = zoo.load("simclr_resnet18w025_cifar10")
 
-Submodules: zoo.losses, zoo.data, zoo.eval, zoo.backbones, zoo.augment, zoo.optimizers.
+Submodules: zoo.losses, zoo.data, zoo.eval, zoo.backbones, zoo.augment, zoo.optimizers,
+zoo.finetune (freeze stages, lower learning rate on the encoder).
 Attributes are imported lazily so that `import zoo` stays cheap.
 """
 import importlib as _importlib
@@ -23,7 +24,7 @@ _API = {
     "list_models": "zoo.hub",
     "load": "zoo.hub",
 }
-_SUBMODULES = {"losses", "data", "eval", "backbones", "augment", "heads", "methods", "optimizers"}
+_SUBMODULES = {"losses", "data", "eval", "backbones", "augment", "heads", "methods", "optimizers", "finetune"}
 
 __all__ = sorted(_API) + sorted(_SUBMODULES)
 

@@ -2,15 +2,25 @@
 
 A pretrained encoder is described by one metadata JSON (schema in `make_metadata`): its
 method, backbone config, input spec, training recipe, results (with the split they were
-measured on) and its files with their sha256. It lives either in the package
-(`zoo/presets/NAME.json` + `zoo/presets/weights/`), in an export folder (`metadata.json`
-beside `model.weights.h5`), or in a Hugging Face repository laid out like an export folder.
-Every file's hash is checked before anything is deserialised, and weights are loaded into a
-model built from the JSON config, so loading never executes code from the files.
+measured on), its files with their sha256 and `source`, where those files live:
+
+    {"type": "package"}                                  zoo/presets/ (paths relative to it)
+    {"type": "folder", "path": "DIR"}                    a local folder (relative to the JSON)
+    {"type": "huggingface", "repo_id": "org/repo", "revision": "COMMIT_OR_BRANCH"}
+
+A registered name is one JSON in `zoo/presets/`; an export folder holds the same JSON as
+`metadata.json` beside `model.weights.h5`; a Hugging Face repository is laid out like an
+export folder. Names follow `METHOD_BACKBONE[wWIDTH]_DATASET` (`preset_name`).
+
+Safety: the file's sha256 is checked before anything is read from it, and the model is built
+by this package's own code from a few validated fields (backbone name from a fixed list,
+numbers), then plain weight arrays are read into it. No Keras config, Lambda layer or pickle
+from the downloaded files is ever deserialised, so loading never executes code from them.
 """
 import glob
 import hashlib
 import json
+import numbers
 import os
 
 from zoo.registry import unknown_name_message
@@ -19,6 +29,9 @@ PRESET_DIR = os.path.join(os.path.dirname(__file__), "presets")
 METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "model.weights.h5"
 FORMAT_VERSION = 1
+SOURCE_TYPES = ("package", "folder", "huggingface")
+# what zoo.load needs from a Hugging Face repository (not the SavedModel, TFLite or ONNX files)
+HF_LOAD_PATTERNS = [METADATA_FILE, "config.json", "README.md", "*.weights.h5"]
 
 
 class HashMismatchError(RuntimeError):
@@ -47,9 +60,18 @@ def _presets():
     return out
 
 
+def preset_name(method, backbone, width, dataset):
+    """The registry's naming pattern `METHOD_BACKBONE[wWIDTH]_DATASET`: the width multiplier
+    without its decimal point, left out at 1 (simclr_resnet18w025_cifar10 is SimCLR, ResNet-18
+    at width 0.25, trained on CIFAR-10; simclr_resnet50_imagenet would be full width)."""
+    w = "" if float(width) == 1.0 else "w" + f"{float(width):g}".replace(".", "")
+    return f"{method}_{backbone}{w}_{dataset}"
+
+
 def list_models(method=None, dataset=None):
-    """Names of the pretrained encoders that ship with the package, optionally filtered.
-    Names follow `METHOD_BACKBONE[wWIDTH]_DATASET`, e.g. simclr_resnet18w025_cifar10."""
+    """Names of the pretrained encoders that ship with the package, optionally filtered by
+    method (e.g. "simclr") and training data set (e.g. "cifar10"). Names follow
+    `METHOD_BACKBONE[wWIDTH]_DATASET` (see `preset_name`), e.g. simclr_resnet18w025_cifar10."""
     names = []
     for name, (meta, _) in _presets().items():
         if method and meta["method"] != method:
@@ -68,9 +90,12 @@ def get_metadata(name):
     return presets[name][0]
 
 
-def verify_files(meta, root):
-    """Check every file listed in meta["files"] (paths relative to `root`) against its sha256."""
+def verify_files(meta, root, only=None):
+    """Check the files listed in meta["files"] (paths relative to `root`; all of them, or those
+    in `only`) against their sha256."""
     for rel, info in meta["files"].items():
+        if only is not None and rel not in only:
+            continue
         path = os.path.join(root, rel)
         if not os.path.exists(path):
             raise FileNotFoundError(f"{meta['name']}: file {path} listed in its metadata is missing.")
@@ -94,7 +119,22 @@ def _resolve(name_or_path):
                                 f"a registered name ({', '.join(list_models()) or 'none'}), or hf://org/repo.")
     presets = _presets()
     meta = get_metadata(name_or_path)
-    return meta, presets[name_or_path][1]
+    return meta, _preset_root(meta, presets[name_or_path][1])
+
+
+def _preset_root(meta, json_dir):
+    """The folder holding a registered preset's files, from its "source" (package by default)."""
+    source = meta.get("source") or {"type": "package"}
+    kind = source.get("type")
+    if kind == "package":
+        return json_dir
+    if kind == "folder":
+        return os.path.join(json_dir, os.path.expanduser(source["path"]))
+    if kind == "huggingface":
+        repo = source["repo_id"] + (f"@{source['revision']}" if source.get("revision") else "")
+        return _hf_snapshot(repo)
+    raise ValueError(f"{meta['name']}: unknown source type {kind!r} in its metadata; "
+                     f"expected one of {', '.join(SOURCE_TYPES)}.")
 
 
 def _resolve_folder(folder):
@@ -106,46 +146,129 @@ def _resolve_folder(folder):
         return json.load(f), folder
 
 
+def hf_cache_dir():
+    """The Hugging Face hub cache, read from the environment now (HF_HUB_CACHE, then
+    HF_HOME/hub), as huggingface_hub resolves it."""
+    env = os.environ
+    if env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE"):
+        return os.path.expanduser(env.get("HF_HUB_CACHE") or env["HUGGINGFACE_HUB_CACHE"])
+    if env.get("HF_HOME"):
+        return os.path.join(os.path.expanduser(env["HF_HOME"]), "hub")
+    from huggingface_hub import constants
+    return constants.HF_HUB_CACHE
+
+
+def hf_offline():
+    from huggingface_hub import constants
+    value = os.environ.get("HF_HUB_OFFLINE")
+    if value is not None:
+        return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _hf_missing(repo, cache, offline, why):
+    repo_id, _, revision = repo.partition("@")
+    folder = os.path.join(cache, "models--" + repo_id.replace("/", "--"))
+    how = (f"HF_HUB_OFFLINE=1 is set, so only the local Hugging Face cache is read ({folder}). "
+           "Get the files once with network access: unset HF_HUB_OFFLINE and call "
+           f"zoo.load('hf://{repo}') again, or run `hf download {repo_id}"
+           f"{' --revision ' + revision if revision else ''}`; or point HF_HOME / HF_HUB_CACHE at the cache "
+           "that holds them, or pass a local export folder instead."
+           if offline else
+           f"Looked on the Hub and in the local Hugging Face cache ({folder}). Check the repo id, the "
+           "revision and your network; for a private repo set HF_TOKEN or run `hf auth login`.")
+    return FileNotFoundError(f"Could not get hf://{repo}: {why}. {how}")
+
+
 def _hf_snapshot(repo):
-    """Download (or, offline, find in the local cache) a Hugging Face repo; returns its folder."""
+    """The folder of a Hugging Face repo in the local cache, downloaded first unless offline
+    (HF_HUB_OFFLINE=1), in which case only the cache is read."""
     from huggingface_hub import snapshot_download
     repo_id, _, revision = repo.partition("@")
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    offline, cache = hf_offline(), hf_cache_dir()
     try:
-        return snapshot_download(repo_id, revision=revision or None, local_files_only=offline)
+        folder = snapshot_download(repo_id, revision=revision or None, cache_dir=cache,
+                                   local_files_only=offline, allow_patterns=HF_LOAD_PATTERNS)
     except Exception as e:  # network errors, missing repos and cache misses all land here
-        from huggingface_hub.constants import HF_HUB_CACHE
-        raise FileNotFoundError(
-            f"Could not get hf://{repo} ({type(e).__name__}: {e}). Offline, models are read from the Hugging Face "
-            f"cache only ({HF_HUB_CACHE}); download it once online (or set HF_HUB_OFFLINE=0), or pass a local "
-            "export folder instead.") from e
+        raise _hf_missing(repo, cache, offline, f"{type(e).__name__}: {e}") from e
+    if not os.path.exists(os.path.join(folder, METADATA_FILE)):
+        raise _hf_missing(repo, cache, offline, f"the cached snapshot {folder} has no {METADATA_FILE}")
+    with open(os.path.join(folder, METADATA_FILE)) as f:
+        missing = [rel for rel in json.load(f).get("files", {})
+                   if rel.endswith(".weights.h5") and not os.path.exists(os.path.join(folder, rel))]
+    if missing:
+        raise _hf_missing(repo, cache, offline, f"the cached snapshot {folder} lacks {', '.join(missing)}")
+    return folder
 
 
-def build_encoder(meta):
+def _check_metadata(meta):
+    """Refuse metadata whose architecture fields are not plain values this package knows:
+    the encoder is built from them by our own code, never deserialised from the file."""
+    from zoo.backbones import BACKBONES
+    name = meta.get("name", "?")
+
+    def bad(field, value, expected):
+        return ValueError(f"{name}: metadata field {field} = {value!r} is not {expected}; refusing to load. "
+                          "zoo.load builds encoders only from known backbones and numbers, and never "
+                          "deserialises layers or code from model files.")
+    b, spec = meta.get("backbone"), meta.get("input")
+    if not isinstance(b, dict) or b.get("name") not in BACKBONES:
+        raise bad("backbone", b, f"a backbone of {sorted(BACKBONES)}")
+    if not isinstance(b.get("width"), numbers.Real) or isinstance(b.get("width"), bool) or b["width"] <= 0:
+        raise bad("backbone.width", b.get("width"), "a positive number")
+    if b.get("stem") not in ("cifar", "imagenet", "auto"):
+        raise bad("backbone.stem", b.get("stem"), "'cifar', 'imagenet' or 'auto'")
+    if not isinstance(spec, dict) or not isinstance(spec.get("image_size"), int) or spec["image_size"] <= 0:
+        raise bad("input.image_size", spec.get("image_size") if isinstance(spec, dict) else spec,
+                  "a positive integer")
+    for key in ("mean", "std"):
+        v = spec.get(key)
+        if not (isinstance(v, list) and len(v) == 3 and all(isinstance(x, numbers.Real) for x in v)):
+            raise bad(f"input.{key}", v, "a list of 3 numbers")
+    weights = [rel for rel in meta.get("files", {}) if rel.endswith(".weights.h5")]
+    if len(weights) != 1:
+        raise bad("files", list(meta.get("files", {})), "a list with exactly one .weights.h5 file")
+    return weights[0]
+
+
+def build_encoder(meta, input_shape=None):
     """An ImageEncoder with the architecture described by `meta` (random weights)."""
     from zoo.backbones import build_backbone
     from zoo.encoder import ImageEncoder
+    _check_metadata(meta)
     b, spec = meta["backbone"], meta["input"]
+    size = spec["image_size"]
+    if input_shape is not None:
+        shape = tuple(input_shape)
+        if len(shape) != 3 or shape[-1] != 3 or any(d is not None and (not isinstance(d, int) or d <= 0)
+                                                    for d in shape[:2]):
+            raise ValueError(f"input_shape={input_shape!r}: expected (height, width, 3) with positive integer "
+                             "or None sizes, e.g. (64, 64, 3), or (None, None, 3) for no resize.")
+        size = None if None in shape[:2] else shape[:2]
     backbone = build_backbone(b["name"], width=b["width"], image_size=spec["image_size"], stem=b["stem"],
                               mean=spec["mean"], std=spec["std"])
-    encoder = ImageEncoder(backbone, spec["image_size"], name=meta["name"])
-    return encoder
+    return ImageEncoder(backbone, size, name=meta["name"])
 
 
-def load(name_or_path, trainable=False):
+def load(name_or_path, trainable=False, input_shape=None):
     """A pretrained encoder as a `keras.Model`: RGB images [N, H, W, 3] (uint8, or float 0..255,
-    any size) -> features [N, D]. `trainable=True` to fine-tune it inside your own model.
+    any size) -> features [N, D].
 
     `name_or_path`: a registered name (zoo.list_models()), an export folder written by
-    zoo-export, or "hf://org/repo[@revision]"."""
+    zoo-export, or "hf://org/repo[@revision]" (with HF_HUB_OFFLINE=1 only the local Hugging Face
+    cache is read). `trainable=True` to fine-tune it inside your own model (see zoo.finetune).
+    `input_shape=(H, W, 3)` runs the backbone at H x W instead of the training size (images of
+    any size are resized to it; the ResNet weights work at any resolution, e.g. to fine-tune a
+    32 px encoder on 64 px images); `(None, None, 3)` feeds images at their own size, unresized.
+    The weights file's sha256 is checked before it is read (HashMismatchError names the file)."""
     meta, root = _resolve(name_or_path)
     if meta.get("format_version", 1) > FORMAT_VERSION:
         raise ValueError(f"{meta['name']} uses metadata format {meta['format_version']}; this zoo reads up to "
                          f"{FORMAT_VERSION}. Upgrade the package.")
-    verify_files(meta, root)
-    encoder = build_encoder(meta)
-    weights = [rel for rel in meta["files"] if rel.endswith(".weights.h5")]
-    encoder.load_weights(os.path.join(root, weights[0]))
+    weights = _check_metadata(meta)
+    verify_files(meta, root, only=[weights])
+    encoder = build_encoder(meta, input_shape=input_shape)
+    encoder.load_weights(os.path.join(root, weights))
     encoder.trainable = trainable
     encoder.metadata = meta
     return encoder

@@ -1,0 +1,138 @@
+"""Fine-tuning helpers for a loaded encoder: freeze its first stages, and give it a lower
+learning rate than the new head.
+
+    encoder = zoo.load("simclr_resnet18w025_cifar10", trainable=True)
+    zoo.finetune.freeze_stages(encoder, 2)            # stem + stage1 frozen, stage2..4 train
+    inputs = keras.Input((32, 32, 3), dtype="uint8")
+    model = keras.Model(inputs, keras.layers.Dense(10)(encoder(inputs)))
+    model.compile(zoo.finetune.SplitOptimizer(encoder, keras.optimizers.Adam(1e-3), encoder_lr_scale=0.1),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+Keras 3 has no per-variable learning-rate multiplier, so `SplitOptimizer` holds two
+optimizers, one for the encoder's variables and one for everything else, and routes each
+gradient to its owner.
+"""
+import keras
+
+from zoo.backbones import STAGE_NAMES
+
+__all__ = ["freeze_stages", "stage_of", "SplitOptimizer"]
+
+
+def stage_of(layer_name):
+    """The stage ("stem", "stage1" ... "stage4") a backbone layer belongs to, or None for
+    the input normalisation and the final pooling, which have no weights to train."""
+    for stage in STAGE_NAMES:
+        if layer_name == stage or layer_name.startswith(stage + "_"):
+            return stage
+    return None
+
+
+def freeze_stages(encoder, k):
+    """Freeze the first `k` stages of a loaded encoder's backbone, in the order
+    stem, stage1, stage2, stage3, stage4 (k=0: nothing frozen, k=5: the whole backbone), and
+    make the others trainable. Frozen batch-norm layers also stop updating their statistics
+    (Keras runs a non-trainable BatchNormalization in inference mode). Returns the names of
+    the frozen layers. Call it before `model.compile`."""
+    if not 0 <= k <= len(STAGE_NAMES):
+        raise ValueError(f"freeze_stages: k={k}; expected 0..{len(STAGE_NAMES)} "
+                         f"(stages in order: {', '.join(STAGE_NAMES)}).")
+    backbone = getattr(encoder, "backbone", encoder)
+    frozen_stages = set(STAGE_NAMES[:k])
+    encoder.trainable = True
+    frozen = []
+    for layer in backbone.layers:
+        stage = stage_of(layer.name)
+        layer.trainable = stage not in frozen_stages
+        if stage in frozen_stages and layer.weights:
+            frozen.append(layer.name)
+    return frozen
+
+
+def _scaled_copy(optimizer, scale):
+    config = optimizer.get_config()
+    lr = config.get("learning_rate")
+    if not isinstance(lr, (int, float)):
+        raise ValueError("SplitOptimizer: encoder_lr_scale needs a float learning rate on the head optimizer; "
+                         "with a schedule, pass encoder_optimizer= explicitly.")
+    config["learning_rate"] = lr * scale
+    config["name"] = f"{optimizer.name}_encoder"
+    return optimizer.__class__.from_config(config)
+
+
+class SplitOptimizer(keras.optimizers.Optimizer):
+    """Two optimizers in one: `encoder_optimizer` for the variables of `encoder`,
+    `head_optimizer` for every other variable of the model being trained.
+
+    SplitOptimizer(encoder, keras.optimizers.Adam(1e-3), encoder_lr_scale=0.1) trains the
+    encoder with Adam at 1e-4 and the head at 1e-3; pass `encoder_optimizer=` for anything
+    else (another class, a schedule). Setting `learning_rate` (e.g. from a callback) sets the
+    head's and scales the encoder's by the same factor. Both optimizers keep their own state;
+    `iterations` counts training steps."""
+
+    def __init__(self, encoder, head_optimizer, encoder_optimizer=None, encoder_lr_scale=0.1, name="split"):
+        super().__init__(learning_rate=0.0, name=name)
+        head_optimizer = keras.optimizers.get(head_optimizer)
+        self.head_optimizer = head_optimizer
+        self.encoder_optimizer = (keras.optimizers.get(encoder_optimizer) if encoder_optimizer is not None
+                                  else _scaled_copy(head_optimizer, encoder_lr_scale))
+        self.encoder_lr_scale = encoder_lr_scale
+        self._encoder_ids = {id(v) for v in encoder.weights}
+        if not self._encoder_ids:
+            raise ValueError("SplitOptimizer: the encoder has no weights; pass the loaded encoder.")
+
+    def _split(self, variables):
+        enc = [i for i, v in enumerate(variables) if id(v) in self._encoder_ids]
+        taken = set(enc)
+        return enc, [i for i in range(len(variables)) if i not in taken]
+
+    def build(self, var_list):
+        enc, head = self._split(var_list)
+        self.encoder_optimizer.build([var_list[i] for i in enc])
+        self.head_optimizer.build([var_list[i] for i in head])
+        super().build(var_list)
+
+    @property
+    def variables(self):
+        return self._variables + self.encoder_optimizer.variables + self.head_optimizer.variables
+
+    def apply(self, grads, trainable_variables=None):
+        trainable_variables = list(trainable_variables if trainable_variables is not None
+                                   else self._trainable_variables)
+        grads = list(grads)
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+            self.built = True
+        enc, head = self._split(trainable_variables)
+        for optimizer, index in ((self.encoder_optimizer, enc), (self.head_optimizer, head)):
+            if index:
+                optimizer.apply([grads[i] for i in index], [trainable_variables[i] for i in index])
+        self.iterations.assign_add(1)
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        raise NotImplementedError("SplitOptimizer runs on the TensorFlow backend's stateful path only.")
+
+    @property
+    def learning_rate(self):
+        return self.head_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        self.head_optimizer.learning_rate = value
+        self.encoder_optimizer.learning_rate = value * self.encoder_lr_scale
+
+    def finalize_variable_values(self, var_list):
+        enc, head = self._split(var_list)
+        self.encoder_optimizer.finalize_variable_values([var_list[i] for i in enc])
+        self.head_optimizer.finalize_variable_values([var_list[i] for i in head])
+
+    def get_config(self):
+        return {"name": self.name, "encoder_lr_scale": self.encoder_lr_scale,
+                "head_optimizer": keras.optimizers.serialize(self.head_optimizer),
+                "encoder_optimizer": keras.optimizers.serialize(self.encoder_optimizer)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        raise ValueError("SplitOptimizer cannot be rebuilt from a config alone (it needs the encoder); "
+                         "re-create it with zoo.finetune.SplitOptimizer(encoder, ...) and compile again.")
