@@ -21,12 +21,38 @@ DATA_DESCRIPTIONS = {
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def run_training_info(run_dir, recipe, step):
-    seconds = 0.0
+def final_pretext_metrics(run_dir):
+    """(training seconds summed over epochs, the pretext metrics of the last epoch) of a run."""
+    seconds, last = 0.0, {}
     metrics = os.path.join(run_dir, "metrics.jsonl")
     if os.path.exists(metrics):
         with open(metrics) as f:
-            seconds = sum(json.loads(line).get("epoch_seconds", 0.0) for line in f if line.strip())
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    seconds += row.get("epoch_seconds", 0.0)
+                    last = row
+    skip = {"epoch", "step", "epoch_seconds", "loss", "val_knn_top1", "learning_rate"}
+    return seconds, {k: round(v, 4) for k, v in last.items() if k not in skip and isinstance(v, (int, float))}
+
+
+def train_command(run_dir, recipe):
+    """The zoo-train command that reproduces a run: the method's CIFAR-10 recipe when the run
+    used it unchanged, else the run's own config.yaml."""
+    from trainers.recipes import default_recipe_path, load_recipe
+    kind = recipe["data"].split(":", 1)[0]
+    default = load_recipe(recipe["method"])
+    comparable = {k: v for k, v in recipe.items()}
+    comparable["method_config"] = {k: v for k, v in recipe.get("method_config", {}).items() if k != "num_examples"}
+    default["method_config"] = {k: v for k, v in default.get("method_config", {}).items() if k != "num_examples"}
+    if kind == "cifar10-jpeg" and comparable == default:
+        path = os.path.relpath(default_recipe_path(recipe["method"]), os.path.dirname(os.path.dirname(__file__)))
+        return f"zoo-train {recipe['method']} --config {path} --out {run_dir}"
+    return f"zoo-train {recipe['method']} --config {os.path.join(run_dir, 'config.yaml')} --out {run_dir}"
+
+
+def run_training_info(run_dir, recipe, step):
+    seconds, pretext = final_pretext_metrics(run_dir)
     from export.saved_model import cpu_model
     kind = recipe["data"].split(":", 1)[0]
     return {
@@ -41,9 +67,8 @@ def run_training_info(run_dir, recipe, step):
         "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "recipe": recipe,
-        "command": f"zoo-train {recipe['method']} --config trainers/configs/{recipe['method']}_cifar10.yaml "
-                   f"--out {run_dir}" if kind == "cifar10-jpeg" else
-                   f"zoo-train {recipe['method']} --data {recipe['data']} --epochs {recipe['epochs']} --out {run_dir}",
+        "final_pretext_metrics": pretext,
+        "command": train_command(run_dir, recipe),
     }
 
 

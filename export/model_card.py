@@ -139,7 +139,7 @@ published encoders of the same method; compare methods only at equal budgets.
 """
 
 
-def render_model_cards_md(metas):
+def render_model_cards_md(metas, runs=None):
     lines = [
         "# Model cards",
         "",
@@ -149,8 +149,8 @@ def render_model_cards_md(metas):
         "linear: softmax regression on frozen, standardised features. \"images seen\" counts source",
         "images (steps x batch); SimCLR makes 2 views of each, RotNet 4 rotations.",
         "",
-        "| name | method | backbone | parameters | data | epochs | images seen | CPU | minutes | kNN top-1 (%) | linear top-1 (%) | split |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| name | method | backbone | parameters | data | epochs | images seen | CPU | minutes | pretext acc. at end (%) | kNN top-1 (%) | linear top-1 (%) | split |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m in metas:
         t = m["training"]
@@ -160,6 +160,7 @@ def render_model_cards_md(metas):
             f"| `{m['name']}` | {m['method']} | {m['backbone']['name']} w{m['backbone']['width']} | "
             f"{m['parameters']:,} | {t.get('dataset', '?')} | {t.get('epochs', '?')} | {t.get('images_seen', 0):,} | "
             f"{t.get('cpu', '?')} ({t.get('cpu_cores', '?')} cores) | {t.get('minutes', '?')} | "
+            f"{_pretext(t.get('final_pretext_metrics'))} | "
             f"{_pct(res['knn']['top1']) if 'knn' in res else '-'} | "
             f"{_pct(res['linear']['top1']) if 'linear' in res else '-'} | {split} |")
     lines += ["", "## Reproduce", ""]
@@ -168,7 +169,60 @@ def render_model_cards_md(metas):
         lines += [f"### `{m['name']}`", "", *([f"Minutes: {note}.", ""] if note else []), "```bash",
                   m["training"].get("command", ""),
                   *[r["command"] for r in m["results"] if r.get("command")][:1], "```", ""]
-    return "\n".join(lines).rstrip() + "\n"
+    return "\n".join(lines + _other_runs_section(runs or [])).rstrip() + "\n"
+
+
+def _pretext(metrics):
+    """The pretext task's own accuracy at the end of training (train batches of the last epoch)."""
+    return ", ".join(f"{k.replace('_', ' ')} {_pct(v)}" for k, v in sorted((metrics or {}).items())) or "-"
+
+
+def other_runs(root, shipped):
+    """Rows for the committed run folders under `root` that were evaluated but not shipped
+    (ablations such as RotNet's rotation sets): same split, same protocols."""
+    from export.cli import final_pretext_metrics, train_command
+    rows = []
+    for run in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        run_dir = os.path.join(root, run)
+        if run in shipped or not os.path.exists(os.path.join(run_dir, "eval.json")):
+            continue
+        with open(os.path.join(run_dir, "eval.json")) as f:
+            report = json.load(f)
+        with open(os.path.join(run_dir, "config.yaml")) as f:
+            recipe = yaml.safe_load(f)
+        seconds, pretext = final_pretext_metrics(run_dir)
+        rows.append({"run": f"{os.path.basename(root)}/{run}", "method": recipe["method"],
+                     "method_config": recipe.get("method_config", {}), "epochs": recipe["epochs"],
+                     "minutes": round(seconds / 60, 1), "pretext": pretext, "report": report,
+                     "train_command": train_command(f"{os.path.basename(root)}/{run}", recipe)})
+    return rows
+
+
+def _other_runs_section(rows):
+    if not rows:
+        return []
+    lines = ["", "## Other measured runs (not shipped)", "",
+             "Ablations trained with the same data, split, backbone and epochs as the shipped encoders,",
+             "evaluated the same way; their logs and configs are committed under `runs/`.", "",
+             "| run | method | method config | epochs | minutes | pretext acc. at end (%) | kNN top-1 (%) | linear top-1 (%) | split |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        rep, mc = r["report"], r["method_config"]
+        config = ", ".join(f"{k}={v}" for k, v in mc.items() if k not in ("backbone", "width", "image_size"))
+        lines.append(f"| `{r['run']}` | {r['method']} | {config or '-'} | {r['epochs']} | {r['minutes']} | "
+                     f"{_pretext(r['pretext'])} | {_pct(rep['knn']['top1']) if 'knn' in rep else '-'} | "
+                     f"{_pct(rep['linear']['top1']) if 'linear' in rep else '-'} | {rep['split_description']} |")
+    lines += ["", "Reproduce:", "", "```bash"]
+    for r in rows:
+        lines += [r["train_command"], r["report"].get("command", "")]
+    return lines + ["```"]
+
+
+def model_cards_md(runs_root=None):
+    """MODEL_CARDS.md as `python -m export.model_card` writes it."""
+    metas = registered_metadata()
+    root = runs_root or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs")
+    return render_model_cards_md(metas, other_runs(root, {m["name"] for m in metas}))
 
 
 def registered_metadata():
@@ -186,7 +240,7 @@ def main(argv=None):
             print(render_model_card(json.load(f)))
         return
     with open(args.out, "w") as f:
-        f.write(render_model_cards_md(registered_metadata()))
+        f.write(model_cards_md())
     print(f"wrote {os.path.abspath(args.out)}")
 
 
