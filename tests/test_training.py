@@ -129,7 +129,7 @@ def test_cli_errors_name_the_input_and_the_fix(tmp_path):
 
 def test_recipes_parse_and_name_their_method():
     for path in glob.glob(os.path.join(recipes.CONFIG_DIR, "*.yaml")):
-        method = os.path.basename(path).split("_")[0]
+        method = os.path.basename(path).rsplit("_", 1)[0]
         recipe = recipes.load_recipe(method, path)
         assert recipe["method"] == method and recipe["epochs"] > 0
     with pytest.raises(ValueError, match="not 'rotation'"):
