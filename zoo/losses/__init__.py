@@ -75,4 +75,260 @@ def accuracy(labels, logits):
     return tf.reduce_mean(tf.cast(tf.equal(pred, tf.cast(labels, tf.int32)), tf.float32))
 
 
-__all__ = ["nt_xent", "nt_xent_logits", "gather_across_replicas", "cross_entropy", "accuracy"]
+def counting_loss(phi_down_x, phi_tiles_x, phi_down_y, margin=10.0):
+    """Counting (Noroozi, Pirsiavash, Favaro, ICCV 2017): mean over the local batch of
+    |phi(D x) - sum_j phi(T_j x)|^2 + max(0, M - |phi(D y) - sum_j phi(T_j x)|^2).
+
+    phi_down_x, phi_down_y: [B, D] counts of the downsampled images x and (another image) y;
+    phi_tiles_x: [B, T, D] counts of x's T tiles; |.|^2 is the squared Euclidean norm."""
+    tiles = tf.reduce_sum(tf.cast(phi_tiles_x, tf.float32), axis=1)
+    equal = tf.reduce_sum(tf.square(tf.cast(phi_down_x, tf.float32) - tiles), axis=-1)
+    other = tf.reduce_sum(tf.square(tf.cast(phi_down_y, tf.float32) - tiles), axis=-1)
+    return tf.reduce_mean(equal + tf.nn.relu(margin - other))
+
+
+# ---- label-aware losses: SupCon and triplet (positives share a label, or are views of one image) ----
+
+def _global_views(z, labels, cross_replica=True):
+    """The anchors of this replica and the views of the global batch they are compared with.
+
+    z: [B, V, D], the V views of image i in z[i]; labels: [B] ints, negative = unlabelled.
+    Returns (anchors [B*V, D], all_z [R*B*V, D], anchor_keys [B*V], all_keys [R*B*V],
+    self_index [B*V]): rows image-major (view v of image i is row i*V + v), R = replicas
+    (1 unless cross_replica and in a multi-replica run), self_index = each anchor's own row of
+    all_z. Two views are positives iff their keys are equal: key = label for labelled images
+    and -1 - (index of the image in the global batch) for unlabelled ones, so an unlabelled
+    image's only positives are its own other views."""
+    z = tf.cast(z, tf.float32)
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    views, dim = z.shape[1], z.shape[2]
+    if cross_replica:
+        all_z, offset = gather_across_replicas(z)
+        all_labels, _ = gather_across_replicas(labels)
+    else:
+        all_z, all_labels, offset = z, labels, 0
+    all_keys = tf.where(all_labels >= 0, all_labels, -1 - tf.range(tf.shape(all_labels)[0]))
+    anchor_keys = tf.gather(all_keys, offset + tf.range(tf.shape(labels)[0]))
+    self_index = offset * views + tf.range(tf.shape(labels)[0] * views)
+    return (tf.reshape(z, [-1, dim]), tf.reshape(all_z, [-1, dim]), tf.repeat(anchor_keys, views),
+            tf.repeat(all_keys, views), self_index)
+
+
+def _replica_share(local_sum, local_count, cross_replica=True):
+    """local_sum / count for a loss that is a mean over a label-dependent number of terms
+    (triplets, pairs), as this replica's share: the mean over replicas of the returned values
+    (what the base class's division by the replica count computes) is the global sum over the
+    global count. The count is a constant for the gradient; a zero count gives 0."""
+    count = tf.stop_gradient(tf.cast(local_count, tf.float32))
+    ctx = _replica_context() if cross_replica else None
+    if ctx is None:
+        return local_sum / tf.maximum(count, 1.0)
+    total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, count)
+    return local_sum * ctx.num_replicas_in_sync / tf.maximum(total, 1.0)
+
+
+def supcon_logits(z, labels, temperature=0.1, cross_replica=True):
+    """Logits and positive mask of SupCon: each local view (anchor) against every view of the
+    global batch, cos(z_i, z_k) / t, its own column pushed to -1e9 (out of every softmax).
+
+    z: [B, V, D] projections of V views of each of B images; labels: [B] (negative: unlabelled,
+    positives only its own views). Returns logits [B*V, R*B*V] and positive [B*V, R*B*V] (bool,
+    same key and not the anchor itself); rows and columns as in `_global_views`."""
+    anchors, all_z, anchor_keys, all_keys, self_index = _global_views(z, labels, cross_replica)
+    anchors = tf.math.l2_normalize(anchors, axis=1)
+    all_z = tf.math.l2_normalize(all_z, axis=1)
+    is_self = tf.equal(tf.range(tf.shape(all_z)[0])[None, :], self_index[:, None])
+    logits = tf.matmul(anchors, all_z, transpose_b=True) / temperature - tf.cast(is_self, tf.float32) * _LARGE
+    positive = tf.logical_and(tf.equal(anchor_keys[:, None], all_keys[None, :]), tf.logical_not(is_self))
+    return logits, positive
+
+
+def supcon_loss_from_logits(logits, positive):
+    """Mean over anchors of -1/|P(i)| sum_{p in P(i)} log softmax_{k != i}(logits_i)_p (the
+    paper's L_out: the mean over positives outside the log). An anchor without positives
+    contributes 0 (never with V >= 2 views per image)."""
+    log_prob = tf.nn.log_softmax(logits, axis=1)
+    pos = tf.cast(positive, tf.float32)
+    per_anchor = -tf.reduce_sum(pos * log_prob, axis=1) / tf.maximum(tf.reduce_sum(pos, axis=1), 1.0)
+    return tf.reduce_mean(per_anchor)
+
+
+def supcon_loss(z, labels, temperature=0.1, cross_replica=True):
+    """Supervised contrastive loss (Khosla et al. 2020, eq. 2, L_out^sup): every view with the
+    anchor's label is a positive, every other view of the (global) batch a negative:
+    mean over anchors i of -1/|P(i)| sum_{p in P(i)} log exp(z_i.z_p/t) / sum_{k != i} exp(z_i.z_k/t)
+    with z L2-normalised. z: [B, V, D] (V views of each of B images), labels: [B]. With all
+    labels distinct (or all negative = unlabelled) it is NT-Xent (`nt_xent` for V = 2)."""
+    return supcon_loss_from_logits(*supcon_logits(z, labels, temperature, cross_replica))
+
+
+def triplet_pairs(z, labels, squared=True, cross_replica=True):
+    """Distances and masks for triplet mining over the global batch.
+
+    z: [B, V, D] embeddings (as given: FaceNet L2-normalises them first), labels: [B] (negative:
+    unlabelled, positives only its own views). Returns dist [B*V, R*B*V] (squared Euclidean,
+    or Euclidean if not `squared`) from each local view to every view of the global batch,
+    positive (same key, not itself) and negative (other key) bool masks; layout of `_global_views`."""
+    anchors, all_z, anchor_keys, all_keys, self_index = _global_views(z, labels, cross_replica)
+    sq = (tf.reduce_sum(tf.square(anchors), axis=1)[:, None] + tf.reduce_sum(tf.square(all_z), axis=1)[None, :]
+          - 2.0 * tf.matmul(anchors, all_z, transpose_b=True))
+    sq = tf.maximum(sq, 0.0)
+    if squared:
+        dist = sq
+    else:  # sqrt with a finite gradient at 0 (identical embeddings)
+        nonzero = sq > 1e-12
+        dist = tf.where(nonzero, tf.sqrt(tf.where(nonzero, sq, 1.0)), 0.0)
+    same = tf.equal(anchor_keys[:, None], all_keys[None, :])
+    not_self = tf.not_equal(tf.range(tf.shape(all_z)[0])[None, :], self_index[:, None])
+    return dist, tf.logical_and(same, not_self), tf.logical_not(same)
+
+
+def _sorted_negatives(dist, negative):
+    """Each row's negative distances in ascending order, padded with +inf."""
+    return tf.sort(tf.where(negative, dist, float("inf")), axis=1)
+
+
+def triplet_batch_all(dist, positive, negative, margin=0.2, cross_replica=True):
+    """Batch-all (Hermans, Beyer, Leibe 2017): the mean of max(0, d(a,p) - d(a,n) + margin)
+    over all triplets of the global batch whose loss is positive.
+
+    Without the [A, M, M] tensor of all triplets: per anchor, the negatives sorted; for each
+    positive p, the k negatives with d(a,n) < d(a,p) + margin are the active ones and their
+    losses sum to k (d(a,p) + margin) - (sum of the k smallest negative distances)."""
+    neg = _sorted_negatives(dist, negative)
+    prefix = tf.pad(tf.cumsum(tf.where(tf.math.is_finite(neg), neg, 0.0), axis=1), [[0, 0], [1, 0]])
+    threshold = dist + margin
+    active = tf.searchsorted(neg, threshold, side="left")  # negatives strictly below the threshold
+    pair_sum = tf.cast(active, tf.float32) * threshold - tf.gather(prefix, active, batch_dims=1)
+    pos = tf.cast(positive, tf.float32)
+    return _replica_share(tf.reduce_sum(pos * pair_sum), tf.reduce_sum(pos * tf.cast(active, tf.float32)),
+                          cross_replica)
+
+
+def triplet_batch_hard(dist, positive, negative, margin=0.2, cross_replica=True):
+    """Batch-hard (Hermans et al. 2017): per anchor max(0, max_p d(a,p) - min_n d(a,n) + margin),
+    averaged over the anchors that have a positive and a negative in the global batch."""
+    hardest_pos = tf.reduce_max(tf.where(positive, dist, float("-inf")), axis=1)
+    hardest_neg = tf.reduce_min(tf.where(negative, dist, float("inf")), axis=1)
+    valid = tf.logical_and(tf.reduce_any(positive, axis=1), tf.reduce_any(negative, axis=1))
+    loss = tf.where(valid, tf.nn.relu(tf.where(valid, hardest_pos - hardest_neg, 0.0) + margin), 0.0)
+    return _replica_share(tf.reduce_sum(loss), tf.reduce_sum(tf.cast(valid, tf.float32)), cross_replica)
+
+
+def triplet_semi_hard(dist, positive, negative, margin=0.2, cross_replica=True):
+    """Semi-hard (FaceNet, Schroff et al. 2015; the tfa.losses.TripletSemiHardLoss rule): for
+    every anchor-positive pair, the closest negative farther than the positive
+    (d(a,n) > d(a,p)), or the farthest negative if there is none; the mean of
+    max(0, d(a,p) - d(a,n) + margin) over all anchor-positive pairs of the global batch."""
+    neg = _sorted_negatives(dist, negative)
+    num_neg = tf.reduce_sum(tf.cast(negative, tf.int32), axis=1)
+    farther = tf.searchsorted(neg, dist, side="right")  # first negative with d(a,n) > d(a,p)
+    farthest = tf.gather(neg, tf.maximum(num_neg - 1, 0)[:, None], batch_dims=1)
+    chosen = tf.where(farther < num_neg[:, None],
+                      tf.gather(neg, tf.minimum(farther, tf.shape(neg)[1] - 1), batch_dims=1), farthest)
+    valid = tf.logical_and(positive, (num_neg > 0)[:, None])
+    loss = tf.where(valid, tf.nn.relu(tf.where(valid, dist - chosen, 0.0) + margin), 0.0)
+    return _replica_share(tf.reduce_sum(loss), tf.reduce_sum(tf.cast(valid, tf.float32)), cross_replica)
+
+
+TRIPLET_MINING = {"batch_all": triplet_batch_all, "batch_hard": triplet_batch_hard, "semi_hard": triplet_semi_hard}
+
+
+def triplet_loss(z, labels, margin=0.2, mining="semi_hard", squared=True, cross_replica=True):
+    """Triplet loss (FaceNet) max(0, d(a,p) - d(a,n) + margin) with `mining` one of
+    TRIPLET_MINING, over the global batch. z: [B, V, D] embeddings, labels: [B] (see
+    `triplet_pairs`). Returns this replica's share (see `_replica_share`)."""
+    if mining not in TRIPLET_MINING:
+        raise ValueError(f"Unknown triplet mining {mining!r}; choose one of {sorted(TRIPLET_MINING)}.")
+    dist, positive, negative = triplet_pairs(z, labels, squared, cross_replica)
+    return TRIPLET_MINING[mining](dist, positive, negative, margin, cross_replica)
+
+
+# ---- mutual-information estimators (DIM, Hjelm et al. 2019; AMDIM, Bachman et al. 2019) -----
+# Each takes a score matrix T [N, M] (row i: an anchor, e.g. an image's global vector; column m:
+# a candidate, e.g. a local feature of some image at some location, candidates gathered from the
+# whole global batch) and a boolean mask `positive` [N, M], True where the candidate comes from
+# the anchor's own image; every other entry of the row is a negative. Each returns the MEAN over
+# the anchors (rows) of a per-anchor quantity, so with equal local batches the replicas' local
+# results average to the global-batch value. Every row needs a positive and a negative.
+
+def _masked_mean(x, mask):
+    return tf.reduce_sum(tf.where(mask, x, 0.0), -1) / tf.reduce_sum(tf.cast(mask, x.dtype), -1)
+
+
+def _positive_log_softmax(t, positive):
+    """log exp(T_im) / (exp(T_im) + sum over row i's negatives of exp(T_in)), every entry [N, M]."""
+    neg = tf.reduce_logsumexp(tf.where(positive, -_LARGE, t), axis=-1, keepdims=True)
+    return t - tf.reduce_logsumexp(tf.stack([t, tf.broadcast_to(neg, tf.shape(t))]), axis=0)
+
+
+def _scores_and_mask(scores, positive):
+    return tf.cast(scores, tf.float32), tf.cast(positive, tf.bool)
+
+
+def mi_jsd(scores, positive):
+    """Jensen-Shannon estimate (f-GAN form, DIM eq. 4): per anchor, E_P[-softplus(-T)] -
+    E_N[softplus(T)] over its positives P and negatives N. At most 0 (= 2 JSD - 2 log 2), the
+    limit of perfectly separated scores; all scores 0 give -2 log 2."""
+    t, positive = _scores_and_mask(scores, positive)
+    return tf.reduce_mean(_masked_mean(-tf.nn.softplus(-t), positive)
+                          - _masked_mean(tf.nn.softplus(t), tf.logical_not(positive)))
+
+
+def mi_dv(scores, positive):
+    """Donsker-Varadhan estimate (MINE; DIM eq. 2): per anchor, E_P[T] - log E_N[exp(T)], the log of
+    the MEAN of exp(T) over its negatives. Unbounded above."""
+    t, positive = _scores_and_mask(scores, positive)
+    n_neg = tf.reduce_sum(tf.cast(tf.logical_not(positive), tf.float32), -1)
+    log_mean_exp = tf.reduce_logsumexp(tf.where(positive, -_LARGE, t), axis=-1) - tf.math.log(n_neg)
+    return tf.reduce_mean(_masked_mean(t, positive) - log_mean_exp)
+
+
+def infonce_loss(scores, positive):
+    """InfoNCE cross-entropy (DIM's and AMDIM's NCE): every positive (i, m) against row i's
+    negatives only (other positives of the row are no negatives), -log exp(T_im) / (exp(T_im) +
+    sum_{n in N_i} exp(T_in)); mean over the row's positives, then over rows."""
+    t, positive = _scores_and_mask(scores, positive)
+    return -tf.reduce_mean(_masked_mean(_positive_log_softmax(t, positive), positive))
+
+
+def mi_infonce(scores, positive):
+    """InfoNCE estimate: per anchor, log(1 + |N_i|) minus its InfoNCE cross-entropy. At most
+    log(1 + |N_i|), approached as positives outscore negatives without bound."""
+    t, positive = _scores_and_mask(scores, positive)
+    n_neg = tf.reduce_sum(tf.cast(tf.logical_not(positive), tf.float32), -1)
+    return tf.reduce_mean(tf.math.log1p(n_neg) + _masked_mean(_positive_log_softmax(t, positive), positive))
+
+
+MI_ESTIMATORS = {"jsd": mi_jsd, "dv": mi_dv, "infonce": mi_infonce}
+
+
+def mi_loss(scores, positive, estimator="infonce"):
+    """The loss to minimise: -estimate for "jsd" and "dv"; for "infonce" its cross-entropy
+    (= log(1 + |N|) - estimate: the same gradient on the usual scale)."""
+    if estimator not in MI_ESTIMATORS:
+        raise ValueError(f"Unknown MI estimator {estimator!r}; choose one of {sorted(MI_ESTIMATORS)}.")
+    if estimator == "infonce":
+        return infonce_loss(scores, positive)
+    return -MI_ESTIMATORS[estimator](scores, positive)
+
+
+def same_image_mask(num_anchors, num_images, per_image, offset=0):
+    """positive [num_anchors, num_images * per_image]: True where candidate column m comes from the
+    anchor's image, m // per_image == anchor + offset (candidates image-major, as a reshape of
+    [num_images, per_image, D] lays them out; offset from gather_across_replicas)."""
+    owner = tf.range(num_images * per_image) // per_image
+    return tf.equal(owner[None, :], tf.range(num_anchors)[:, None] + offset)
+
+
+def tanh_clip(x, clip=10.0):
+    """AMDIM's soft clipping of scores into (-clip, clip): clip * tanh(x / clip); None or 0: x."""
+    if not clip:
+        return x
+    return clip * tf.tanh(x / clip)
+
+
+__all__ = ["nt_xent", "nt_xent_logits", "gather_across_replicas", "cross_entropy", "accuracy", "counting_loss",
+           "supcon_logits", "supcon_loss_from_logits", "supcon_loss", "triplet_pairs", "triplet_batch_all",
+           "triplet_batch_hard", "triplet_semi_hard", "TRIPLET_MINING", "triplet_loss",
+           "mi_jsd", "mi_dv", "mi_infonce", "infonce_loss", "mi_loss", "MI_ESTIMATORS", "same_image_mask", "tanh_clip"]

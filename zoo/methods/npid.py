@@ -1,0 +1,136 @@
+"""NPID: Unsupervised Feature Learning via Non-Parametric Instance Discrimination
+(Wu, Xiong, Yu, Lin, CVPR 2018). Also the *non-parametric* form of Exemplar CNN: the class
+weight vector of each training image is replaced by a stored feature of that image.
+
+encoder -> linear projection to 128-d -> L2 normalise = v_i. A memory bank holds one
+normalised feature per training image (zoo.memory_bank.MemoryBank). The loss is the softmax
+over the bank of every image's similarity to its own entry:
+    -log exp(v_i . m_i / t) / sum_j exp(v_i . m_j / t),   t = 0.07,
+computed against the bank as it was BEFORE this step; then the entries of the batch's images
+move towards their new features, m_i <- normalize(0.5 m_i + 0.5 v_i).
+
+Softmax: the full softmax over all N entries (`num_negatives = 0`, exact and cheap for a
+CIFAR-sized bank: 45k x 128 floats). For big banks, `num_negatives = K` uses the image's own
+entry plus K entries drawn uniformly at random per image (the paper draws 4096 noise samples
+for NCE; here they enter a plain softmax over K + 1 logits, no NCE normalisation constant;
+a drawn entry that happens to be the image's own is masked out).
+
+Example ids: `uses_example_ids = True`, so the pipeline passes each image's index in the
+training array as `labels`, and the trainer writes the training-set size into `num_examples`
+(the bank size). With `num_examples = 0` (e.g. `zoo.create("npid")` in tests) the bank has
+DEFAULT_BANK_SIZE rows. Ids are taken modulo the bank size (a graph cannot raise on a value),
+so ids >= num_examples share rows instead of failing: size the bank to the data.
+
+Why `train_step` is overridden: the bank update is a state change that must follow the loss
+(it uses the step's features, after the loss has read the old bank), so it cannot live in
+`pretext_loss`, which must stay a pure function of (weights, views): the harness and the
+evaluation call it without training effects. The override is the base class's step plus one
+call, `memory_bank.update(ids, features)`, after the optimizer update and outside the tape.
+Under MirroredStrategy that call gathers ids and features of all replicas and writes the
+same rows on every replica (see zoo/memory_bank.py). The bank is a non-trainable weight of
+the method, so checkpoints save it and the exported encoder does not contain it.
+"""
+import dataclasses
+
+import tensorflow as tf
+import keras
+
+from zoo import augment, losses
+from zoo.memory_bank import MemoryBank
+from zoo.methods.base import MethodConfig, SSLMethod
+from zoo.registry import register_method
+
+DEFAULT_BANK_SIZE = 4096  # bank rows when num_examples is not given (tests, tiny runs)
+
+
+@dataclasses.dataclass
+class NPIDConfig(MethodConfig):
+    num_examples: int = 0           # training-set size = bank rows; filled in by the trainer
+    embedding_dim: int = 128
+    temperature: float = 0.07
+    bank_momentum: float = 0.5
+    num_negatives: int = 0          # 0: full softmax over the bank; K > 0: K random entries + the positive
+    crop_scale: tuple = (0.2, 1.0)  # the paper's code: RandomResizedCrop(scale=(0.2, 1))
+    jitter: float = 0.4             # ColorJitter(0.4, 0.4, 0.4, 0.4) of the paper's code
+    grayscale_p: float = 0.2
+    bank_seed: int = 0              # the bank's random unit-vector initialisation
+
+
+@register_method("npid")
+class NPID(SSLMethod):
+    Config = NPIDConfig
+    metric_names = ("instance_accuracy",)
+    uses_example_ids = True
+
+    @property
+    def bank_size(self):
+        return self.config.num_examples if self.config.num_examples > 0 else DEFAULT_BANK_SIZE
+
+    def build_heads(self):
+        c = self.config
+        inputs = keras.Input((self.feature_dim,))
+        outputs = keras.layers.Dense(c.embedding_dim, name="npid_projection_dense")(inputs)
+        self.projector = keras.Model(inputs, outputs, name="npid_projection")
+        self.memory_bank = MemoryBank(self.bank_size, c.embedding_dim, momentum=c.bank_momentum,
+                                      seed=c.bank_seed, name="npid_memory_bank")
+
+    def make_views(self, images, labels, seed):
+        c = self.config
+        x = augment.to_float(images)
+        s_crop, s_flip, s_jit, s_gray, s_neg = augment.split_seed(seed, 5)
+        b = tf.shape(x)[0]
+        x = augment.random_flip(augment.random_resized_crop(x, c.image_size, s_crop, scale=tuple(c.crop_scale)), s_flip)
+        j = c.jitter
+        x = augment.color_jitter(x, s_jit, j, j, j, j)
+        gray = tf.random.stateless_uniform([b], s_gray) < c.grayscale_p
+        x = tf.where(gray[:, None, None, None], augment.grayscale(x), x)
+        views = {"images": x, "ids": tf.cast(labels, tf.int32)}
+        if c.num_negatives > 0:
+            views["negatives"] = tf.random.stateless_uniform([b, c.num_negatives], s_neg, 0, self.bank_size, tf.int32)
+        return views
+
+    def embed(self, images, training=False):
+        """L2-normalised 128-d embeddings v of float images."""
+        z = self.projector(self.encoder(images, training=training), training=training)
+        return tf.math.l2_normalize(tf.cast(z, tf.float32), axis=1)
+
+    def _forward(self, views, training):
+        v = self.embed(views["images"], training=training)
+        ids = self.memory_bank.wrap_ids(views["ids"])
+        logits, labels = npid_logits(v, ids, self.memory_bank.read(), self.config.temperature,
+                                     views.get("negatives"))
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        return loss, {"instance_accuracy": losses.accuracy(labels, logits)}, v
+
+    def pretext_loss(self, views, training=False):
+        loss, metrics, _ = self._forward(views, training)
+        return loss, metrics
+
+    def train_step(self, data):
+        views = self._as_views(data, self.optimizer.iterations)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            loss, metrics, v = self._forward(views, training=True)
+            scaled = self.optimizer.scale_loss(loss / replicas)
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        # After the loss read the old bank (automatic control dependencies keep the order).
+        self.memory_bank.update(views["ids"], v)
+        return self._update_metrics(loss, metrics)
+
+
+def npid_logits(v, ids, bank, temperature, negatives=None):
+    """Logits and labels of NPID's non-parametric softmax.
+
+    v: [B, D] normalised embeddings; ids: [B] rows of the images in `bank` [N, D].
+    Full softmax (negatives None): logits v @ bank^T / t, [B, N], label = id.
+    Sampled (negatives [B, K] bank rows): column 0 is the image's own entry, columns 1..K the
+    drawn entries (those equal to the image's own id are masked out), label 0."""
+    bank = tf.stop_gradient(tf.cast(bank, tf.float32))
+    if negatives is None:
+        return tf.matmul(v, bank, transpose_b=True) / temperature, ids
+    rows = tf.concat([ids[:, None], tf.cast(negatives, tf.int32)], axis=1)  # [B, 1 + K]
+    logits = tf.einsum("bd,bkd->bk", v, tf.gather(bank, rows)) / temperature
+    collide = tf.concat([tf.zeros_like(ids[:, None], tf.bool), tf.equal(rows[:, 1:], ids[:, None])], axis=1)
+    logits = tf.where(collide, tf.constant(-1e9, logits.dtype), logits)
+    return logits, tf.zeros_like(ids)
