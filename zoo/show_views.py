@@ -53,7 +53,9 @@ def show_views(method_name, out, data="shapes", n=4, seed=0, **overrides):
     images = zoo.data.load_arrays(data, "val")
     method = zoo.create(method_name, image_size=images.image_size, **overrides)
     count = max(2, n + n % 2)  # an even batch: some methods pair image i with image i XOR 1
-    views = method.make_views(tf.constant(images.images[:count]), tf.constant(images.labels[:count], tf.int32),
+    # Instance methods (NPID, exemplar) get each image's index, as the training pipeline gives them.
+    labels = np.arange(count) if method.uses_example_ids else images.labels[:count]
+    views = method.make_views(tf.constant(images.images[:count]), tf.constant(labels, tf.int32),
                               tf.constant([seed, 0], tf.int64))
     rows = [method.view_panels(views, i) for i in range(n)]
     render(rows, out)
