@@ -244,6 +244,23 @@ PAPER_FIGURES = {
 }
 
 
+def _random_init_section(repo_root):
+    """The floor: the same backbone untrained (benchmarks/random_init_baseline.py)."""
+    path = os.path.join(repo_root, "benchmarks", "results", "random_init_cifar10.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        report = json.load(f)
+    knn = [r["knn_top1"] for r in report["runs"]]
+    linear = [r["linear_top1"] for r in report["runs"]]
+    span = lambda v: f"{_pct(min(v))}-{_pct(max(v))}"  # noqa: E731
+    return ["", "## The floor: an untrained encoder", "",
+            f"The same backbone ({report['backbone']}) at random initialisation, {len(knn)} seeds, evaluated the "
+            f"same way on the same split ({report['split']}): kNN top-1 {span(knn)} %, linear top-1 {span(linear)} %. "
+            "A method whose numbers are near these learned little that transfers to whole-image classification.",
+            "", "```bash", report["command"], "```"]
+
+
 def _paper_section(methods):
     notes = [f"- **{m}**: {PAPER_FIGURES[m]}" for m in sorted(methods) if m in PAPER_FIGURES]
     return ["", "## Beside the papers", "", *notes] if notes else []
@@ -270,6 +287,7 @@ def model_cards_md(runs_root=None):
     metas = registered_metadata()
     root = runs_root or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs")
     text = render_model_cards_md(metas, other_runs(root, {m["name"] for m in metas}))
+    text = "\n".join([text.rstrip(), *_random_init_section(os.path.dirname(root))])
     methods = {m["method"] for m in metas}
     return "\n".join([text.rstrip(), *_layer_probe_section(layer_probes(root)),
                       *_paper_section(methods)]).rstrip() + "\n"
