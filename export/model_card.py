@@ -202,8 +202,9 @@ def _other_runs_section(rows):
     if not rows:
         return []
     lines = ["", "## Other measured runs (not shipped)", "",
-             "Ablations trained with the same data, split, backbone and epochs as the shipped encoders,",
-             "evaluated the same way; their logs and configs are committed under `runs/`. Minutes are",
+             "Trained with the same data, split, backbone and epochs as the shipped encoders and evaluated",
+             "the same way, but not shipped: ablations, and methods whose encoders do not beat the untrained",
+             "floor below at this scale. Their logs and configs are committed under `runs/`. Minutes are",
              "wall-clock summed over epochs on the shared 2-core machine, usually beside other work.", "",
              "| run | method | method config | epochs | minutes | pretext acc. at end (%) | kNN top-1 (%) | linear top-1 (%) | split |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
