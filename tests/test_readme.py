@@ -18,3 +18,14 @@ def test_readme_finetune_example_trains_above_chance():
     exec(compile(code, "README.md", "exec"), scope)
     history = scope["model"].fit(scope["data"], epochs=1, verbose=0)  # one more epoch, to read the accuracy
     assert history.history["accuracy"][-1] > 0.3  # 10 classes: chance is 0.1
+
+
+def test_readme_lists_every_method_with_its_recipes():
+    import re
+    import zoo
+    with open(os.path.join(ROOT, "README.md")) as f:
+        listed = set(re.findall(r"^\| `([a-z_]+)` \|", f.read(), re.M))
+    for name in zoo.list_methods():
+        assert name in listed, f"README's Methods table misses {name}"
+        for kind in ("cifar10", "imagenet"):
+            assert os.path.exists(os.path.join(ROOT, "trainers", "configs", f"{name}_{kind}.yaml")), (name, kind)

@@ -152,3 +152,79 @@ def test_mirrored_strategy_on_two_logical_cpus_trains_and_resumes(tmp_path):
     odd = subprocess.run([*cmd[:-2], "--out", str(tmp_path / "odd"), "--batch-size", "45"], env=_env(),
                          capture_output=True, text=True, timeout=600)
     assert odd.returncode != 0 and "does not split evenly over 2 replicas" in odd.stderr
+
+
+def test_large_batch_and_speed_flags_reach_the_recipe():
+    from trainers.train import parse_args, recipe_from_args
+    recipe = recipe_from_args(parse_args(["simclr", "--sync-bn", "--accumulate-steps", "4", "--lr-scaling", "linear",
+                                          "--jit-compile", "--mixed-precision"]))
+    assert recipe["method_config"]["sync_bn"] is True and recipe["accumulate_steps"] == 4
+    assert recipe["optimizer"]["lr_scaling"] == "linear"
+    assert recipe["jit_compile"] is True and recipe["mixed_precision"] is True
+    plain = recipe_from_args(parse_args(["simclr"]))  # no flag, no field: old run folders still resume
+    assert not {"accumulate_steps", "jit_compile", "mixed_precision"} & set(plain)
+    with pytest.raises(ValueError, match="accumulate_steps"):
+        recipe_from_args(parse_args(["simclr", "--accumulate-steps", "0"]))
+
+
+@pytest.mark.parametrize("rule, peak", [("linear", 0.3 * 512 / 256), ("sqrt", 0.3 * 512 ** 0.5), ("none", 0.3)])
+def test_compile_method_scales_the_learning_rate_with_the_update_batch(rule, peak):
+    import zoo
+    from trainers.train import compile_method
+    recipe = recipes.load_recipe("rotation")
+    recipe.update(batch_size=256, accumulate_steps=2, epochs=2, jit_compile=True)  # update batch 512
+    recipe["optimizer"].update(name="lars", learning_rate=0.3, lr_scaling=rule, warmup_epochs=1)
+    method = compile_method(zoo.create("rotation", width=0.125), recipe, steps_per_epoch=10)
+    schedule = method.optimizer._learning_rate
+    assert schedule.peak == pytest.approx(peak) and schedule.total_steps == 20 and schedule.warmup_steps == 10
+    assert method.optimizer.gradient_accumulation_steps == 2 and method.jit_compile is True
+
+
+def test_checkpointer_with_accumulation_saves_and_stops_only_after_whole_accumulations(tmp_path):
+    """accumulate_steps=2: checkpoints at steps 2 and 4 (not after the 5th batch, mid-update), and
+    a stop requested after batch 5 of 8 waits for batch 6; the step counts batches, not updates."""
+    import keras
+    import tensorflow as tf
+    from trainers.callbacks import Checkpointer
+    from zoo.optimizers import make_optimizer
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=make_optimizer("sgd", 0.1, accumulate_steps=2), loss="mse")
+    data = tf.data.Dataset.from_tensor_slices((np.ones((8, 2, 3), "float32"), np.ones((8, 2, 1), "float32")))
+    checkpointer = Checkpointer(str(tmp_path), every_steps=1, keep=10, accumulate_steps=2, log=lambda *_: None)
+    model.fit(data.take(5), epochs=1, verbose=0, callbacks=[checkpointer])
+    assert sorted(os.listdir(tmp_path)) == ["step-00000002.weights.h5", "step-00000004.weights.h5"]
+    assert checkpointer.step() == 5 and int(model.optimizer.iterations.numpy()) == 2
+
+    resumed = Checkpointer(str(tmp_path), every_steps=0, accumulate_steps=2, log=lambda *_: None,
+                           restore_from=str(tmp_path / "step-00000004.weights.h5"))
+    stop_after = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: resumed.request_stop() if batch == 0 else None)
+    model.fit(data.skip(4), epochs=1, verbose=0, callbacks=[resumed, stop_after])  # batches 5..8
+    assert resumed.stopped and resumed.step() == 6
+    assert sorted(os.listdir(tmp_path))[-1] == "step-00000006.weights.h5"
+
+
+def test_train_with_mixed_precision_and_accumulation_restores_the_dtype_policy(tmp_path):
+    import keras
+    from trainers.train import train
+    recipe = recipes.load_recipe("rotation")
+    recipe.update(data="shapes?n=120", epochs=1, batch_size=20, accumulate_steps=2, mixed_precision=True,
+                  knn_every_epochs=0, checkpoint_every_steps=2)
+    recipe["method_config"]["width"] = 0.125
+    final = train(recipe, str(tmp_path / "run"), verbose=0)
+    assert keras.config.dtype_policy().name == "float32"
+    assert final.endswith("step-00000005.weights.h5") and os.path.exists(final)
+    log = open(tmp_path / "run" / "train.log").read()
+    assert "mixed precision: mixed_bfloat16" in log and "one update per 2 batches of 20" in log
+    row = json.loads(open(tmp_path / "run" / "metrics.jsonl").read().splitlines()[-1])
+    assert np.isfinite(row["loss"])
+
+
+def test_jit_compile_is_refused_with_several_replicas(tmp_path, two_device_strategy):
+    from trainers.train import train
+    recipe = recipes.load_recipe("rotation")
+    recipe.update(data="shapes?n=120", epochs=1, batch_size=20, jit_compile=True, knn_every_epochs=0)
+    recipe["method_config"]["width"] = 0.125
+    with pytest.raises(SystemExit, match="--jit-compile needs one device per process"):
+        train(recipe, str(tmp_path / "run"), verbose=0, strategy=two_device_strategy)

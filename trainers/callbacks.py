@@ -31,17 +31,30 @@ class Checkpointer(keras.callbacks.Callback):
     temporary file and renamed, so a kill at any moment leaves the previous one intact; the
     step is in the file name, so weights and step can never disagree.
 
+    A step is one batch (the data position a resumed run continues from). With gradient
+    accumulation over `accumulate_steps` batches, checkpoints and stops happen only after a
+    full accumulation (the optimizer's accumulators, kept per replica, are then zero).
+
+    Under MultiWorkerMirroredStrategy every worker runs this callback (the chief into the run
+    folder, the others into a scratch folder) and a stop requested on any worker stops all of
+    them after the same step (one all-reduce per step).
+
     `restore_from`: a checkpoint path loaded in on_train_begin (after Keras has built the
     optimizer, so its slots are restored too)."""
 
-    def __init__(self, directory, every_steps=500, keep=2, restore_from=None, log=print):
+    def __init__(self, directory, every_steps=500, keep=2, restore_from=None, log=print, accumulate_steps=1):
         super().__init__()
         self.directory = directory
         self.every_steps = every_steps
         self.keep = keep
         self.restore_from = restore_from
-        self.stop_requested = False
+        self.accumulate_steps = max(1, int(accumulate_steps))
+        self.stop_requested = False  # set by the signal handler on this process
+        self.stopped = False         # set when training was stopped (on every worker at once)
         self.log = log
+        self._step = None
+        self._epoch_start = 0
+        self._any_worker = None
         os.makedirs(directory, exist_ok=True)
 
     def request_stop(self, *_):
@@ -50,7 +63,12 @@ class Checkpointer(keras.callbacks.Callback):
         self.stop_requested = True
 
     def step(self):
-        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        """Batches trained so far. (The optimizer's `iterations` would count updates, which
+        differ with gradient accumulation, and mixed_float16 skips updates of non-finite steps.)"""
+        if self._step is None:
+            from zoo.optimizers import batches_seen
+            return int(keras.ops.convert_to_numpy(batches_seen(self.model.optimizer)))
+        return self._step
 
     def on_train_begin(self, logs=None):
         if self.restore_from:
@@ -59,22 +77,36 @@ class Checkpointer(keras.callbacks.Callback):
                 optimizer.build(self.model.trainable_variables)
             self.model.load_weights(self.restore_from)
             expected = int(_CKPT.search(self.restore_from).group(1))
-            if self.step() != expected:
-                raise RuntimeError(f"Checkpoint {self.restore_from} holds optimizer step {self.step()}, "
+            restored = self.step()
+            if restored > expected or (restored < expected and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)):
+                raise RuntimeError(f"Checkpoint {self.restore_from} holds optimizer step {restored}, "
                                    f"expected {expected}: the file is inconsistent; delete it to fall back.")
+            self._step = expected
             self.log(f"resumed from {self.restore_from} (step {expected})")
             self.restore_from = None
+        if self._step is None:
+            self._step = self.step()
+        from zoo.distribute import AnyReplica, is_multi_worker
+        if self._any_worker is None and is_multi_worker(self.model.distribute_strategy):
+            self._any_worker = AnyReplica(self.model.distribute_strategy)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self._step
 
     def on_train_batch_end(self, batch, logs=None):
-        step = self.step()
-        if self.stop_requested:
+        self._step = step = self._epoch_start + batch + 1
+        if step % self.accumulate_steps:
+            return
+        stop = self.stop_requested if self._any_worker is None else self._any_worker(self.stop_requested)
+        if stop:
             self.save(step)
-            self.model.stop_training = True
+            self.stopped = self.model.stop_training = True
         elif self.every_steps and step % self.every_steps == 0:
             self.save(step)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.save(self.step())
+        if self._step % self.accumulate_steps == 0:
+            self.save(self._step)
 
     def save(self, step):
         path = os.path.join(self.directory, f"step-{step:08d}.weights.h5")

@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -18,7 +19,7 @@ from trainers import recipes
 log = logging.getLogger("zoo.train")
 
 # Recipe keys that may change between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"epochs", "knn_every_epochs", "checkpoint_every_steps"}
+_RESUMABLE_CHANGES = {"epochs", "knn_every_epochs", "checkpoint_every_steps", "jit_compile"}
 
 
 def _setup_logging(out):
@@ -73,22 +74,68 @@ def fill_num_examples(recipe, num_examples):
 
 
 def compile_method(method, recipe, steps_per_epoch):
-    from zoo.optimizers import make_optimizer
+    """Compile with the recipe's optimizer. Large-batch fields (all optional):
+    `optimizer.lr_scaling`: none | linear | sqrt, with `optimizer.base_batch` (256): the peak
+    learning rate is `learning_rate` x (batch / base_batch) (linear, Goyal et al. 2017) or
+    x sqrt(batch) (SimCLR), where batch = batch_size x accumulate_steps (the batch of one
+    update); `accumulate_steps` k: one update per k batches; `jit_compile`: XLA."""
+    import tensorflow as tf
+    from zoo.optimizers import make_optimizer, scale_learning_rate
     opt = dict(recipe["optimizer"])
     name = opt.pop("name")
     warmup_epochs = opt.pop("warmup_epochs", 0)
-    total = recipe["epochs"] * steps_per_epoch
-    optimizer = make_optimizer(name, opt.pop("learning_rate"), warmup_steps=int(warmup_epochs * steps_per_epoch),
-                               total_steps=total, **opt)
-    method.compile(optimizer=optimizer)
+    rule, base_batch = opt.pop("lr_scaling", "none") or "none", opt.pop("base_batch", 256)
+    k = int(recipe.get("accumulate_steps") or 1)
+    lr = opt.pop("learning_rate")
+    batch = recipe["batch_size"] * k
+    if rule != "none":
+        scaled = scale_learning_rate(lr, batch, rule, base_batch)
+        how = f"x {batch}/{base_batch}" if rule == "linear" else f"x sqrt({batch})"
+        log.info(f"learning rate {lr:g} {how} = {scaled:g} ({rule} scaling rule)")
+        lr = scaled
+    if k > 1:
+        log.info(f"gradient accumulation: one update per {k} batches of {recipe['batch_size']} "
+                 f"(update batch {batch}; batch-norm statistics and negatives stay per batch)")
+    total = recipe["epochs"] * steps_per_epoch  # in batches: the schedule counts batches
+    optimizer = make_optimizer(name, lr, warmup_steps=int(warmup_epochs * steps_per_epoch), total_steps=total,
+                               accumulate_steps=k, **opt)
+    jit = recipe.get("jit_compile")
+    if jit is None or isinstance(method.distribute_strategy, tf.distribute.TPUStrategy):
+        jit = "auto"  # Keras: on for one GPU, off on CPUs and under tf.distribute (a TPU compiles anyway)
+    method.compile(optimizer=optimizer, jit_compile=jit)
     return method
 
 
-def make_strategy(name="default", cpu_devices=None):
-    """A tf.distribute strategy by name: "default" (one device) or "mirrored" (all GPUs, or
-    `cpu_devices` logical CPU devices, e.g. to test data parallelism on a CPU machine).
-    Must run before TensorFlow initialises its devices."""
+STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
+
+
+def make_strategy(name="default", cpu_devices=None, tpu=None):
+    """A tf.distribute strategy by name. Must run before TensorFlow initialises its devices.
+
+    - "default": one device.
+    - "mirrored": all GPUs of this machine, or `cpu_devices` logical CPU devices (to test data
+      parallelism on a CPU machine).
+    - "multiworker": MultiWorkerMirroredStrategy over the processes listed in the TF_CONFIG
+      environment variable (each worker uses its GPUs, or its CPU); `zoo-train --workers N`
+      starts N such workers on this machine.
+    - "tpu": TPUStrategy on the TPU at `tpu` (a name or grpc:// address for
+      TPUClusterResolver; "" or None: the local TPU VM). Not tested here (no TPU).
+    """
     import tensorflow as tf
+    if name not in STRATEGIES:
+        raise SystemExit(f"error: --strategy {name!r}: choose one of {', '.join(STRATEGIES)}.")
+    if cpu_devices and name in ("multiworker", "tpu"):
+        raise SystemExit(f"error: --cpu-devices is for --strategy mirrored, not {name}.")
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise SystemExit("error: --strategy multiworker reads the cluster from the TF_CONFIG environment variable, "
+                             "which is not set; to try it on this machine add --workers 2.")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
     if cpu_devices:
         cpu = tf.config.list_physical_devices("CPU")[0]
         try:
@@ -102,29 +149,74 @@ def make_strategy(name="default", cpu_devices=None):
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
-    raise SystemExit(f"error: --strategy {name!r}: choose default or mirrored "
-                     "(multi-worker and TPU are not wired into zoo-train yet).")
+
+
+def mixed_precision_policy(strategy=None):
+    """The mixed-precision dtype policy for the devices of `strategy`: mixed_float16 on GPUs
+    (with loss scaling), mixed_bfloat16 on TPUs and CPUs (bfloat16 needs no loss scaling)."""
+    import tensorflow as tf
+    strategy = strategy or tf.distribute.get_strategy()
+    if isinstance(strategy, tf.distribute.TPUStrategy) or not tf.config.list_logical_devices("GPU"):
+        return "mixed_bfloat16"
+    return "mixed_float16"
 
 
 def train(recipe, out, resume=None, verbose=None, strategy=None):
     """Train `recipe` into the run folder `out`; returns the path of the final checkpoint.
-    `strategy`: a tf.distribute strategy (default: the current one); `batch_size` is global."""
+
+    `strategy`: a tf.distribute strategy or a `make_strategy` name (default: the current
+    strategy). `batch_size` is the global batch, split over all replicas of all workers. In a
+    multi-worker run only the chief (worker 0) writes `out`; the other workers write into a
+    scratch folder that they delete at the end, and every worker resumes from the checkpoints
+    in `out` (so `out` must be on a file system all workers share).
+
+    Optional recipe fields: `accumulate_steps`, `jit_compile`, `optimizer.lr_scaling` (see
+    `compile_method`) and `mixed_precision: true` (see `mixed_precision_policy`)."""
+    import shutil
+    import tempfile
+
     import keras
     import tensorflow as tf
     import zoo
-    from trainers.callbacks import Checkpointer, KNNMonitor, MetricsFile, latest_checkpoint
+    from trainers.callbacks import latest_checkpoint
+    from zoo.distribute import is_chief, is_multi_worker, replica_disagreement, worker_index
+
+    if isinstance(strategy, str):
+        strategy = make_strategy(strategy)
+    strategy = strategy or tf.distribute.get_strategy()
+    chief, multi_worker = is_chief(strategy), is_multi_worker(strategy)
+    run_dir = out if chief else tempfile.mkdtemp(prefix=f"zoo-worker{worker_index(strategy)}-")
+    previous_policy = keras.config.dtype_policy()
+    try:
+        train_data = zoo.data.load_arrays(recipe["data"], "train")
+        val_data = zoo.data.load_arrays(recipe["data"], "val")
+        fill_num_examples(recipe, len(train_data.images))
+        prepare_run_dir(run_dir, recipe, resume if chief else None)
+        _setup_logging(run_dir)
+        restore, start_step = latest_checkpoint(os.path.join(out, "checkpoints"))
+        if multi_worker and replica_disagreement(strategy, lambda: [tf.constant(start_step, tf.float64)]):
+            raise SystemExit(f"error: the workers found different checkpoints to resume from (step {start_step} "
+                             f"here): {out} must be on a file system that every worker shares.")
+        if recipe.get("mixed_precision"):
+            keras.config.set_dtype_policy(mixed_precision_policy(strategy))
+        return _train(recipe, out, run_dir, restore, start_step, strategy, verbose, train_data, val_data)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+        if not chief:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _train(recipe, out, run_dir, restore, start_step, strategy, verbose, train_data, val_data):
+    """The body of `train`, writing into `run_dir` (`out` on the chief)."""
+    import keras
+    import tensorflow as tf
+    from trainers.callbacks import Checkpointer, KNNMonitor, MetricsFile
+    from zoo.distribute import is_chief, is_multi_worker, num_workers, replica_disagreement
     from zoo.pipeline import pretext_dataset, steps_per_epoch
 
-    strategy = strategy or tf.distribute.get_strategy()
-    train_data = zoo.data.load_arrays(recipe["data"], "train")
-    val_data = zoo.data.load_arrays(recipe["data"], "val")
-    fill_num_examples(recipe, len(train_data.images))
-    prepare_run_dir(out, recipe, resume)
-    _setup_logging(out)
-    ckpt_dir = os.path.join(out, "checkpoints")
-    restore, start_step = latest_checkpoint(ckpt_dir)
-
+    chief, multi_worker = is_chief(strategy), is_multi_worker(strategy)
     bs, epochs = recipe["batch_size"], recipe["epochs"]
+    accumulate = int(recipe.get("accumulate_steps") or 1)
     spe = steps_per_epoch(len(train_data.images), bs)
     total = epochs * spe
     log.info(f"{recipe['method']} on {recipe['data']}: {len(train_data.images)} train / "
@@ -148,30 +240,43 @@ def train(recipe, out, resume=None, verbose=None, strategy=None):
     with strategy.scope():
         compile_method(method, recipe, spe)
     if strategy.num_replicas_in_sync > 1:
-        log.info(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas, "
+        workers = f" on {num_workers(strategy)} workers" if multi_worker else ""
+        log.info(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas{workers}, "
                  f"{bs // strategy.num_replicas_in_sync} images each")
+    if recipe.get("jit_compile") and strategy.num_replicas_in_sync > 1 and not isinstance(strategy, tf.distribute.TPUStrategy):
+        raise SystemExit("error: --jit-compile needs one device per process (or a TPU, which compiles with XLA "
+                         "anyway): Keras 3 compiles the whole replicated step as one XLA cluster, which cannot use "
+                         "variables on several devices (measured on 2 logical CPUs).")
+    if keras.config.dtype_policy().name != "float32":
+        log.info(f"mixed precision: {keras.config.dtype_policy().name}")
+    if method.jit_compile is True:
+        log.info("XLA: the train step is compiled with jit_compile=True")
     log.info(f"encoder {method.encoder.name}: {method.encoder.count_params():,} parameters, "
              f"{method.feature_dim}-d features")
 
-    checkpointer = Checkpointer(ckpt_dir, recipe["checkpoint_every_steps"], restore_from=restore, log=log.info)
+    checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"), recipe["checkpoint_every_steps"],
+                                restore_from=restore, log=log.info, accumulate_steps=accumulate)
     callbacks = [checkpointer]
-    if recipe["knn_every_epochs"] and len(val_data.images):
-        callbacks.append(KNNMonitor(train_data.images, train_data.labels, val_data.images, val_data.labels,
-                                    train_data.num_classes, recipe["knn_every_epochs"], last_epoch=epochs,
-                                    log=log.info, **recipe["knn"]))
-    callbacks += [MetricsFile(os.path.join(out, "metrics.jsonl")),
-                  keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), update_freq=50)]
+    if chief:  # a multi-worker run's other workers write nothing that is kept
+        if recipe["knn_every_epochs"] and len(val_data.images):
+            callbacks.append(KNNMonitor(train_data.images, train_data.labels, val_data.images, val_data.labels,
+                                        train_data.num_classes, recipe["knn_every_epochs"], last_epoch=epochs,
+                                        log=log.info, **recipe["knn"]))
+        callbacks += [MetricsFile(os.path.join(out, "metrics.jsonl")),
+                      keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), update_freq=50)]
     previous_handlers = {sig: signal.signal(sig, checkpointer.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     started = time.time()
+    options = tf.data.Options()  # every worker makes the global batch's views, then keeps its part of it
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
 
     def run(begin, end, initial_epoch, last_epoch, steps):
         ds = pretext_dataset(method, train_images, train_labels, bs, epochs, recipe["seed"], begin, end)
-        method.fit(ds, initial_epoch=initial_epoch, epochs=last_epoch, steps_per_epoch=steps,
+        method.fit(ds.with_options(options), initial_epoch=initial_epoch, epochs=last_epoch, steps_per_epoch=steps,
                    callbacks=callbacks, verbose=verbose, shuffle=False)  # the pipeline shuffles
-        if checkpointer.stop_requested:
+        if checkpointer.stopped:
             step = checkpointer.step()
             log.info(f"stopped at step {step}; checkpoint {checkpointer.save(step)}. "
                      "Rerun the same command to resume.")
@@ -189,7 +294,12 @@ def train(recipe, out, resume=None, verbose=None, strategy=None):
             signal.signal(sig, handler)
     final = checkpointer.save(checkpointer.step())
     log.info(f"done: {total} steps in {(time.time() - started) / 60:.1f} min this session; final checkpoint {final}")
-    return final
+    if multi_worker:  # (batch-norm moving statistics are per replica unless sync_bn: Keras 3 does not average them)
+        disagreement = replica_disagreement(strategy, lambda: [v.value for v in method.trainable_weights])
+        if disagreement:
+            raise RuntimeError(f"the workers ended with different weights (sum of max differences {disagreement:g})")
+        log.info(f"all {num_workers(strategy)} workers hold identical trainable weights")
+    return os.path.join(out, "checkpoints", os.path.basename(final))
 
 
 def parse_args(argv=None):
@@ -208,8 +318,22 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe field, e.g. --set method_config.temperature=0.2")
-    p.add_argument("--strategy", default="default", help="default | mirrored (all GPUs, or --cpu-devices)")
+    p.add_argument("--strategy", default="default", choices=STRATEGIES,
+                   help="default (one device) | mirrored (all GPUs, or --cpu-devices) | multiworker (TF_CONFIG, "
+                        "or --workers N) | tpu (--tpu ADDRESS)")
     p.add_argument("--cpu-devices", type=int, help="split the CPU into N logical devices (testing data parallelism)")
+    p.add_argument("--workers", type=int,
+                   help="with --strategy multiworker: start N worker processes on this machine (127.0.0.1)")
+    p.add_argument("--tpu", help="with --strategy tpu: the TPU name or grpc:// address (default: the local TPU VM)")
+    p.add_argument("--sync-bn", action="store_true", default=None,
+                   help="synchronised batch norm across replicas (method_config.sync_bn)")
+    p.add_argument("--accumulate-steps", type=int, metavar="K",
+                   help="gradient accumulation: one update per K batches (update batch = K x --batch-size)")
+    p.add_argument("--lr-scaling", choices=("none", "linear", "sqrt"),
+                   help="scale the learning rate with the update batch: linear (lr x batch/256) or sqrt")
+    p.add_argument("--jit-compile", action="store_true", default=None, help="compile the train step with XLA")
+    p.add_argument("--mixed-precision", action="store_true", default=None,
+                   help="mixed_float16 on GPUs (with loss scaling), mixed_bfloat16 on TPUs and CPUs")
     resume = p.add_mutually_exclusive_group()
     resume.add_argument("--resume", action="store_true", default=None,
                         help="continue the run in --out (rerunning the same command does this too)")
@@ -238,14 +362,135 @@ def recipe_from_args(args):
     for key, value in (("backbone", args.backbone), ("width", args.width)):
         if value is not None:
             recipe["method_config"][key] = value
+    if args.sync_bn:
+        recipe["method_config"]["sync_bn"] = True
+    if args.lr_scaling:
+        recipe["optimizer"]["lr_scaling"] = args.lr_scaling
+    for key, value in (("accumulate_steps", args.accumulate_steps), ("jit_compile", args.jit_compile),
+                       ("mixed_precision", args.mixed_precision)):
+        if value is not None:
+            recipe[key] = value
     for assignment in args.set:
         recipes.set_value(recipe, assignment)
+    if int(recipe.get("accumulate_steps", 1)) < 1:
+        raise ValueError(f"accumulate_steps must be 1 or more, got {recipe['accumulate_steps']}.")
     return recipe
 
 
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def _stop_with_parent():
+    """In a worker process: receive SIGTERM (checkpoint, then stop) when the launcher dies."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+
+
+def launch_local_workers(argv, workers, grace_seconds=10):
+    """Run `zoo-train argv` (which must include --strategy multiworker) as `workers` worker
+    processes on this machine, with TF_CONFIG pointing them at each other on free 127.0.0.1
+    ports; returns the exit status. Worker 0 (the chief) prints here and writes the run
+    folder; the others print into log files. SIGTERM / Ctrl-C go to every worker, which stop
+    together after the same step with a checkpoint (exit status 143). If a worker dies, the
+    others cannot go on (their collectives wait for it): they are killed after
+    `grace_seconds`, and rerunning the same command resumes from the last checkpoint."""
+    import json
+    import subprocess
+    import tempfile
+
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(workers)]}
+    logdir = tempfile.mkdtemp(prefix="zoo-workers-")
+    procs, logs = [], []
+    for i in range(workers):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+        path = os.path.join(logdir, f"worker-{i}.log") if i else None
+        output = open(path, "w") if path else None
+        procs.append(subprocess.Popen([sys.executable, "-m", "trainers.train", *argv], env=env, stdout=output,
+                                      stderr=subprocess.STDOUT if output else None, start_new_session=True,
+                                      preexec_fn=_stop_with_parent))
+        logs.append(path)
+        print(f"worker {i}: pid {procs[-1].pid}, {cluster['worker'][i]}, "
+              + (f"output in {path}" if path else "the chief (output below)"), flush=True)
+
+    stopping = []
+
+    def forward(signum, frame):
+        stopping.append(signum)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    failed_at = None
+    try:
+        while any(proc.poll() is None for proc in procs):
+            if not stopping and any(proc.poll() not in (None, 0) for proc in procs):
+                failed_at = failed_at or time.time()
+                if time.time() - failed_at > grace_seconds:
+                    for proc in procs:
+                        if proc.poll() is None:
+                            proc.kill()
+            time.sleep(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    codes = [proc.wait() for proc in procs]
+    if not any(codes):
+        import shutil
+        shutil.rmtree(logdir, ignore_errors=True)
+        return 0
+    if stopping and set(codes) <= {0, 143}:
+        return 143
+    for i, code in enumerate(codes):
+        if code:
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            print(f"worker {i} {how}" + (f"; its output: {logs[i]}" if logs[i] else ""), file=sys.stderr)
+            if logs[i] and code > 0:
+                with open(logs[i]) as f:
+                    print("".join(f.readlines()[-15:]), file=sys.stderr)
+    print("error: the multi-worker run failed. Rerun the same command to resume from its last checkpoint.",
+          file=sys.stderr)
+    return 1
+
+
+def _without_option(argv, name):
+    """argv without `name VALUE` / `name=VALUE`."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    strategy = make_strategy(args.strategy, args.cpu_devices)  # before anything else touches TF's devices
+    if args.workers:
+        if args.strategy != "multiworker":
+            raise SystemExit("error: --workers N starts N local workers of --strategy multiworker; add that flag.")
+        if "TF_CONFIG" in os.environ:
+            raise SystemExit("error: --workers starts its own workers, but TF_CONFIG is set: unset it, or drop "
+                             "--workers to run as one worker of the cluster TF_CONFIG describes.")
+        try:
+            recipe_from_args(args)  # fail here, not in every worker
+        except (ValueError, FileNotFoundError) as e:
+            raise SystemExit(f"error: {e}")
+        raise SystemExit(launch_local_workers(_without_option(argv, "--workers"), args.workers))
+    strategy = make_strategy(args.strategy, args.cpu_devices, args.tpu)  # before anything else touches TF's devices
     try:
         recipe = recipe_from_args(args)
     except (ValueError, FileNotFoundError) as e:

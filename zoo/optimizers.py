@@ -175,6 +175,56 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+class _AccumulateAcrossReplicas:
+    """Keras's `gradient_accumulation_steps` (sum the gradients of k batches, apply their mean
+    on every k-th call) made to work under strategies that synchronise through `merge_call`
+    (MirroredStrategy on CPUs and GPUs). Keras chooses "update or accumulate" with a cond in
+    replica context whose update branch calls `merge_call`, which tf.distribute rejects
+    ("`merge_call` called while defining a new graph", measured with Keras 3.15 / TF 2.21);
+    here the cond runs in cross-replica context, as Keras's own LossScaleOptimizer does. Under
+    the default strategy and MultiWorkerMirroredStrategy (no merge_call) Keras's code runs as
+    is. Each replica sums its own local gradients; the mean is all-reduced at the update."""
+
+    def _backend_apply_gradients(self, grads, trainable_variables):
+        import tensorflow as tf
+        if (not self.gradient_accumulation_steps or tf.distribute.in_cross_replica_context()
+                or tf.__internal__.distribute.strategy_supports_no_merge_call()):
+            return super()._backend_apply_gradients(grads, trainable_variables)
+        steps = self.gradient_accumulation_steps
+        accumulators = [self._accumulated_gradients[self._get_variable_index(v)].value
+                        for v in trainable_variables]
+
+        def update(grads):  # replica context, on every replica: Keras's update branch
+            grads = self._clip_gradients([(g + a) / steps for g, a in zip(grads, accumulators)])
+            self._apply_weight_decay(trainable_variables)
+            self._backend_update_step(grads, trainable_variables, self.learning_rate)
+
+        def add_to(distribution, grads, scale):  # cross-replica: accumulator <- scale * acc + g
+            for g, a in zip(grads, accumulators):
+                distribution.extended.update(a, lambda v, g: v.assign(scale * v + tf.cast(g, v.dtype)),
+                                             args=(g,), group=False)
+
+        def cross_replica(distribution, grads):
+            def apply_and_reset():
+                distribution.extended.call_for_each_replica(update, args=(grads,))
+                add_to(distribution, [tf.zeros_like(a) for a in accumulators], 0.0)
+
+            ops.cond((self._iterations + 1) % steps == 0, apply_and_reset,
+                     lambda: add_to(distribution, grads, 1.0))
+
+        tf.distribute.get_replica_context().merge_call(cross_replica, args=(grads,))
+
+
+_ACCUMULATING = {}
+
+
+def _accumulating(cls):
+    """`cls` with `_AccumulateAcrossReplicas` mixed in (one subclass per optimizer class)."""
+    if cls not in _ACCUMULATING:
+        _ACCUMULATING[cls] = type(cls.__name__, (_AccumulateAcrossReplicas, cls), {"__module__": cls.__module__})
+    return _ACCUMULATING[cls]
+
+
 OPTIMIZERS = ("adam", "adamw", "lamb", "lars", "sgd")
 
 
@@ -186,6 +236,7 @@ def make_optimizer(
     momentum=0.9,
     warmup_steps=0,
     total_steps=None,
+    accumulate_steps=1,
     **kwargs,
 ):
     """Build an optimizer by name; `kwargs` go to its constructor (e.g. `nesterov`, `eta`).
@@ -200,7 +251,16 @@ def make_optimizer(
       behaves like "adamw"); `momentum` is not used by them.
 
     If `total_steps` is given, `learning_rate` is the peak of a `WarmupCosine` schedule.
+
+    `accumulate_steps` k > 1: gradient accumulation (Keras's `gradient_accumulation_steps`,
+    made to work under MirroredStrategy too): the variables change on every k-th batch, by the
+    mean gradient of the k batches, so k batches of B act as one batch of kB (exactly, for a
+    model without batch norm; batch-norm statistics and in-batch negatives stay per batch).
+    `iterations` then counts updates; the schedule is evaluated at the batch count, so give
+    `warmup_steps` and `total_steps` in batches.
     """
+    if accumulate_steps > 1:
+        kwargs["gradient_accumulation_steps"] = int(accumulate_steps)
     key = name.lower()
     if key not in OPTIMIZERS:
         close = difflib.get_close_matches(key, OPTIMIZERS, n=1)
@@ -211,8 +271,12 @@ def make_optimizer(
     elif warmup_steps:
         raise ValueError("warmup_steps needs total_steps (the end of the cosine decay).")
     decay = weight_decay or None  # Keras optimizers: None disables their decoupled decay.
+    cls = {"sgd": LARS, "lars": LARS, "adamw": keras.optimizers.AdamW, "lamb": keras.optimizers.Lamb,
+           "adam": keras.optimizers.Adam}[key]
+    if accumulate_steps > 1:
+        cls = _accumulating(cls)
     if key == "sgd":
-        return LARS(
+        return cls(
             learning_rate,
             momentum=momentum,
             weight_decay=weight_decay,
@@ -220,12 +284,17 @@ def make_optimizer(
             **kwargs,
         )
     if key == "lars":
-        return LARS(learning_rate, momentum=momentum, weight_decay=weight_decay, **kwargs)
+        return cls(learning_rate, momentum=momentum, weight_decay=weight_decay, **kwargs)
     if key == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay, **kwargs)
-    if key == "lamb":
-        return keras.optimizers.Lamb(learning_rate, weight_decay=decay, **kwargs)
-    return keras.optimizers.Adam(learning_rate, weight_decay=decay, **kwargs)
+        return cls(learning_rate, weight_decay=weight_decay, **kwargs)
+    return cls(learning_rate, weight_decay=decay, **kwargs)
+
+
+def batches_seen(optimizer):
+    """The number of batches `optimizer` has been applied to (a variable): its `iterations`,
+    except with gradient accumulation, where `iterations` counts updates (every k-th batch)."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+    return getattr(inner, "_iterations", inner.iterations)
 
 
 def scale_learning_rate(base_lr, batch_size, rule="linear", base_batch=256):

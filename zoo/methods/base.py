@@ -20,6 +20,8 @@ import keras
 import tensorflow as tf
 
 from zoo.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone, resolve_stem
+from zoo.distribute import is_multi_worker
+from zoo.optimizers import batches_seen
 
 
 @dataclasses.dataclass
@@ -35,12 +37,6 @@ class MethodConfig:
 
     def to_dict(self):
         return dataclasses.asdict(self)
-
-
-def is_multi_worker(strategy):
-    """True under MultiWorkerMirroredStrategy with more than one worker (Keras's own test for
-    its multi-worker code paths)."""
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
 
 
 class SSLMethod(keras.Model):
@@ -152,11 +148,12 @@ class SSLMethod(keras.Model):
         return self.make_views(images, labels, tf.stack([tf.constant(0, tf.int64), tf.cast(seed, tf.int64)]))
 
     def train_step(self, data):
-        views = self._as_views(data, self.optimizer.iterations)
+        views = self._as_views(data, batches_seen(self.optimizer))
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             loss, metrics = self.pretext_loss(views, training=True)
-            scaled = self.optimizer.scale_loss(loss / replicas)  # loss scaling (mixed precision)
+            loss = tf.cast(loss, tf.float32)  # a loss computed in a mixed-precision dtype
+            scaled = self.optimizer.scale_loss(loss / replicas)  # loss scaling (mixed_float16)
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         return self._update_metrics(loss, metrics)

@@ -1,0 +1,77 @@
+"""What the trainer needs to know about a tf.distribute strategy beyond `num_replicas_in_sync`:
+whether it spans several worker processes, which worker this is, and whether every replica
+holds the same values (one all-reduce, exact)."""
+import tensorflow as tf
+
+
+def is_multi_worker(strategy=None):
+    """True under MultiWorkerMirroredStrategy with more than one worker (Keras's own test for
+    its multi-worker code paths)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
+
+
+def worker_index(strategy=None):
+    """This process's worker index in a multi-worker run (TF_CONFIG's task index), else 0."""
+    strategy = strategy or tf.distribute.get_strategy()
+    if not is_multi_worker(strategy):
+        return 0
+    resolver = strategy.cluster_resolver
+    if resolver.task_type == "chief":
+        return 0
+    # With an explicit "chief" task, "worker" 0 is the second process.
+    return resolver.task_id + int("chief" in resolver.cluster_spec().as_dict())
+
+
+def num_workers(strategy=None):
+    """The number of worker processes of the run (1 outside multi-worker runs)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    if not is_multi_worker(strategy):
+        return 1
+    spec = strategy.cluster_resolver.cluster_spec().as_dict()
+    return len(spec.get("worker", [])) + len(spec.get("chief", []))
+
+
+def is_chief(strategy=None):
+    """True on the process that writes the run folder (the only one outside multi-worker runs)."""
+    return worker_index(strategy) == 0
+
+
+def replica_disagreement(strategy, values_fn):
+    """Sum over replicas (over every worker) of max |x - x on replica 0|, over the tensors
+    that `values_fn()` returns when called on each replica (read variables there to get that
+    replica's copy): 0.0 exactly when every replica holds bit-identical values. Replica 0's
+    values reach the others by a SUM all-reduce to which the others add zeros, so the
+    comparison is exact."""
+    def replica_fn():
+        ctx = tf.distribute.get_replica_context()
+        values = [tf.cast(v, tf.float32) for v in values_fn()]
+        first = tf.equal(ctx.replica_id_in_sync_group, 0)
+        reference = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [tf.where(first, v, tf.zeros_like(v)) for v in values])
+        local = tf.reduce_max(tf.stack([tf.reduce_max(tf.abs(v - r)) for v, r in zip(values, reference)]))
+        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)
+
+    result = tf.function(lambda: strategy.run(replica_fn))()
+    return float(strategy.experimental_local_results(result)[0])
+
+
+class AnyReplica:
+    """`AnyReplica(strategy)(flag)`: True when `flag` is True on any replica (any worker); an
+    all-reduce, so every worker must call it at the same point (e.g. after the same step)."""
+
+    def __init__(self, strategy):
+        self.strategy = strategy
+
+        @tf.function
+        def reduce(flag):
+            total = strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, tf.identity(flag)))
+            return strategy.experimental_local_results(total)[0]
+
+        self._reduce = reduce
+
+    def __call__(self, flag):
+        return float(self._reduce(tf.constant(1.0 if flag else 0.0))) > 0
+
+
+__all__ = ["is_multi_worker", "worker_index", "num_workers", "is_chief", "replica_disagreement", "AnyReplica"]
