@@ -445,12 +445,10 @@ def launch_local_workers(argv, workers, grace_seconds=10):
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     codes = [proc.wait() for proc in procs]
-    if not any(codes):
+    if set(codes) <= {0, 143} and (stopping or not any(codes)):  # done, or stopped with a checkpoint
         import shutil
         shutil.rmtree(logdir, ignore_errors=True)
-        return 0
-    if stopping and set(codes) <= {0, 143}:
-        return 143
+        return 143 if any(codes) else 0
     for i, code in enumerate(codes):
         if code:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
