@@ -147,15 +147,28 @@ class SSLMethod(keras.Model):
             labels = tf.fill(tf.shape(images)[:1], -1)
         return self.make_views(images, labels, tf.stack([tf.constant(0, tf.int64), tf.cast(seed, tf.int64)]))
 
+    def step_forward(self, views, training=False):
+        """(loss, metrics, aux): `pretext_loss` plus whatever `after_update` needs (None here)."""
+        loss, metrics = self.pretext_loss(views, training=training)
+        return loss, metrics, None
+
+    def after_update(self, views, aux, updated):
+        """State that follows the optimizer step, outside the tape and after the loss has read
+        the old state (memory banks, EMA key encoders, queues). `updated` is a bool tensor:
+        False on batches where the optimizer only accumulated gradients or skipped a step."""
+
     def train_step(self, data):
         views = self._as_views(data, batches_seen(self.optimizer))
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
-            loss, metrics = self.pretext_loss(views, training=True)
+            loss, metrics, aux = self.step_forward(views, training=True)
             loss = tf.cast(loss, tf.float32)  # a loss computed in a mixed-precision dtype
             scaled = self.optimizer.scale_loss(loss / replicas)  # loss scaling (mixed_float16)
         grads = tape.gradient(scaled, self.trainable_variables)
+        before = tf.identity(self.optimizer.iterations)
         self.optimizer.apply(grads, self.trainable_variables)
+        # Automatic control dependencies run the hook after the update, in program order.
+        self.after_update(views, aux, tf.not_equal(tf.identity(self.optimizer.iterations), before))
         return self._update_metrics(loss, metrics)
 
     def test_step(self, data):

@@ -67,7 +67,6 @@ from zoo import augment, losses, momentum
 from zoo.memory_bank import FeatureQueue
 from zoo.methods.base import MethodConfig, SSLMethod
 from zoo.backbones import build_backbone
-from zoo.optimizers import batches_seen
 from zoo.registry import register_method
 
 
@@ -218,7 +217,7 @@ class MoCo(SSLMethod):
             keys_in_slots, _ = losses.gather_across_replicas(keys_in_slots)
         return tf.stop_gradient(tf.gather(keys_in_slots, tf.gather(inverse, offset + tf.range(n))))
 
-    def _forward(self, views, training):
+    def step_forward(self, views, training=False):
         q = self.embed_queries(views["query"], training=training)
         k = self.embed_keys(views["key"], training=training)
         logits, labels = moco_logits(q, k, self.queue.read(), self.temperature)
@@ -226,7 +225,7 @@ class MoCo(SSLMethod):
         return loss, {"contrastive_accuracy": losses.accuracy(labels, logits)}, k
 
     def pretext_loss(self, views, training=False):
-        loss, metrics, _ = self._forward(views, training)
+        loss, metrics, _ = self.step_forward(views, training)
         return loss, metrics
 
     def momentum_update(self, m=None):
@@ -235,21 +234,9 @@ class MoCo(SSLMethod):
                                                    [self.encoder, self.projector])
         return momentum.ema_update(targets, onlines, self.config.key_momentum if m is None else m)
 
-    def train_step(self, data):
-        views = self._as_views(data, batches_seen(self.optimizer))
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        with tf.GradientTape() as tape:
-            loss, metrics, keys = self._forward(views, training=True)
-            loss = tf.cast(loss, tf.float32)
-            scaled = self.optimizer.scale_loss(loss / replicas)
-        grads = tape.gradient(scaled, self.trainable_variables)
-        before = tf.identity(self.optimizer.iterations)
-        self.optimizer.apply(grads, self.trainable_variables)
-        # Outside the tape, after the optimizer (automatic control dependencies keep the order):
-        # the key encoder follows the updated query encoder (m = 1 on batches where the optimizer
+    def after_update(self, views, keys, updated):
+        # The key encoder follows the updated query encoder (m = 1 on batches where the optimizer
         # only accumulated gradients or skipped a non-finite step), then the batch's keys of all
         # replicas replace the oldest queue entries, after the loss has read the old queue.
-        stepped = tf.not_equal(tf.identity(self.optimizer.iterations), before)
-        self.momentum_update(tf.where(stepped, tf.constant(self.config.key_momentum, tf.float32), 1.0))
+        self.momentum_update(tf.where(updated, tf.constant(self.config.key_momentum, tf.float32), 1.0))
         self.queue.enqueue(keys)
-        return self._update_metrics(loss, metrics)

@@ -21,11 +21,11 @@ training array as `labels`, and the trainer writes the training-set size into `n
 DEFAULT_BANK_SIZE rows. Ids are taken modulo the bank size (a graph cannot raise on a value),
 so ids >= num_examples share rows instead of failing: size the bank to the data.
 
-Why `train_step` is overridden: the bank update is a state change that must follow the loss
+Why the bank update is in `after_update`: it is a state change that must follow the loss
 (it uses the step's features, after the loss has read the old bank), so it cannot live in
 `pretext_loss`, which must stay a pure function of (weights, views): the harness and the
-evaluation call it without training effects. The override is the base class's step plus one
-call, `memory_bank.update(ids, features)`, after the optimizer update and outside the tape.
+evaluation call it without training effects. The base class's `train_step` calls
+`after_update` once, after the optimizer update and outside the tape.
 Under MirroredStrategy that call gathers ids and features of all replicas and writes the
 same rows on every replica (see zoo/memory_bank.py). The bank is a non-trainable weight of
 the method, so checkpoints save it and the exported encoder does not contain it.
@@ -94,7 +94,7 @@ class NPID(SSLMethod):
         z = self.projector(self.encoder(images, training=training), training=training)
         return tf.math.l2_normalize(tf.cast(z, tf.float32), axis=1)
 
-    def _forward(self, views, training):
+    def step_forward(self, views, training=False):
         v = self.embed(views["images"], training=training)
         ids = self.memory_bank.wrap_ids(views["ids"])
         logits, labels = npid_logits(v, ids, self.memory_bank.read(), self.config.temperature,
@@ -103,20 +103,11 @@ class NPID(SSLMethod):
         return loss, {"instance_accuracy": losses.accuracy(labels, logits)}, v
 
     def pretext_loss(self, views, training=False):
-        loss, metrics, _ = self._forward(views, training)
+        loss, metrics, _ = self.step_forward(views, training)
         return loss, metrics
 
-    def train_step(self, data):
-        views = self._as_views(data, self.optimizer.iterations)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        with tf.GradientTape() as tape:
-            loss, metrics, v = self._forward(views, training=True)
-            scaled = self.optimizer.scale_loss(loss / replicas)
-        grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
-        # After the loss read the old bank (automatic control dependencies keep the order).
-        self.memory_bank.update(views["ids"], v)
-        return self._update_metrics(loss, metrics)
+    def after_update(self, views, v, updated):
+        self.memory_bank.update(views["ids"], v)  # after the loss read the old bank
 
 
 def npid_logits(v, ids, bank, temperature, negatives=None):

@@ -17,7 +17,7 @@ a CIFAR-sized bank) or `num_negatives` entries drawn uniformly per image (the pa
 ImageNet), computed as in NPID (`zoo.methods.npid.npid_logits`, which masks a drawn entry that
 is the image's own). The loss reads the bank as it was before the step; after the optimizer
 step the batch's rows move towards f(v_I): m_I <- normalize(0.5 m_I + 0.5 f(v_I)) (the
-`train_step` override follows npid.py: one `memory_bank.update` call outside the tape).
+`after_update` hook follows npid.py: one `memory_bank.update` call outside the tape).
 
 Softmax (InfoNCE) instead of the paper's NCE: the paper writes L_NCE with a binary classifier
 h(m, v) = exp(s/t) / (exp(s/t) + |D_N| / N) per pair and a sum of log(1 - h) over negatives,
@@ -52,7 +52,6 @@ from zoo.memory_bank import MemoryBank
 from zoo.methods.base import MethodConfig, SSLMethod
 from zoo.methods.npid import DEFAULT_BANK_SIZE, npid_logits
 from zoo.methods.relative_patch import encode_stack
-from zoo.optimizers import batches_seen
 from zoo.registry import register_method
 
 NUM_TILES = 9
@@ -166,7 +165,7 @@ class PIRL(SSLMethod):
         features = encode_stack(self.encoder, tiles, training)
         return tf.math.l2_normalize(tf.cast(self.jigsaw_head(features, training=training), tf.float32), axis=1)
 
-    def _forward(self, views, training):
+    def step_forward(self, views, training=False):
         c = self.config
         f = self.embed_image(views["image"], training=training)
         g = self.embed_tiles(views["tiles"], training=training)
@@ -178,21 +177,11 @@ class PIRL(SSLMethod):
         return loss, metrics, f
 
     def pretext_loss(self, views, training=False):
-        loss, metrics, _ = self._forward(views, training)
+        loss, metrics, _ = self.step_forward(views, training)
         return loss, metrics
 
-    def train_step(self, data):
-        views = self._as_views(data, batches_seen(self.optimizer))
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        with tf.GradientTape() as tape:
-            loss, metrics, f = self._forward(views, training=True)
-            loss = tf.cast(loss, tf.float32)
-            scaled = self.optimizer.scale_loss(loss / replicas)
-        grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
-        # After the loss read the old bank (automatic control dependencies keep the order).
-        self.memory_bank.update(views["ids"], f)
-        return self._update_metrics(loss, metrics)
+    def after_update(self, views, f, updated):
+        self.memory_bank.update(views["ids"], f)  # after the loss read the old bank
 
     def view_panels(self, views, index):
         """The image view, the tiles as the network sees them (input order) and put back in
