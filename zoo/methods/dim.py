@@ -1,0 +1,177 @@
+"""DIM, Deep InfoMax: Learning deep representations by mutual information estimation and
+maximization (Hjelm, Fedorov, Lavoie-Marchildon, Grewal, Bachman, Trischler, Bengio, ICLR 2019).
+
+The encoder gives a local feature map M (an intermediate stage of the backbone, `local_layer`)
+and a global vector Y (its pooled output). A discriminator scores (local, global) pairs in the
+paper's "encode-and-dot-product" form: a 1x1-conv net embeds every location of M, an MLP embeds
+Y, and the score is their dot product. Pairs from the same image are positives; Y paired with
+the local features of every other image of the GLOBAL batch (gathered across replicas) are
+negatives. The MI estimator is selectable (`zoo.losses.MI_ESTIMATORS`): "jsd" (Jensen-Shannon),
+"dv" (Donsker-Varadhan) or "infonce" (the paper's best for downstream accuracy).
+
+Modes: "local" is DIM(L), the objective averaged over every location of M (the paper's best);
+"global" is DIM(G), Y against a summary of the whole map (1x1 conv, flatten, MLP: the encoder's
+global features against a local summary of the same image, as the paper's global discriminator
+sees Y and the whole of M); "both" is alpha * DIM(G) + beta * DIM(L). The paper's third term,
+prior matching on Y (gamma, an adversarial penalty), is omitted: the paper reports it as a
+minor effect on classification, and it needs a second, adversarial optimiser.
+
+Choice of local map: `local_layer: stage3`. On a 32 px CIFAR image with the CIFAR stem, stage3
+is 8 x 8 (the size of the paper's CIFAR local map) with locations that see a part of the image;
+stage2 (16 x 16) would quadruple the score matrix for features of smaller receptive field, and
+stage4 (4 x 4) is nearly global. The backbone's stage4 and pooling, after the local layer, learn
+through Y in every mode.
+
+Heads (all functional models; batch norm synchronised with `sync_bn`): DIM's MI1x1ConvNet form,
+a nonlinear branch (Dense/1x1 conv -> BN -> ReLU -> Dense) plus a linear shortcut, then layer
+norm. Scores are dot products divided by sqrt(embedding_dim) (as AMDIM's code does): with layer-
+normed embeddings the raw product grows with the dimension; optionally soft-clipped (`score_clip`,
+AMDIM's tanh clip), useful for the unbounded DV estimator.
+"""
+import dataclasses
+import math
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from zoo import augment, losses, patches
+from zoo.backbones import feature_maps
+from zoo.methods.base import MethodConfig, SSLMethod
+from zoo.registry import register_method
+
+MODES = ("local", "global", "both")
+
+
+@dataclasses.dataclass
+class DIMConfig(MethodConfig):
+    local_layer: str = "stage3"     # the local map M: "stage1".."stage4" (see the module docstring)
+    mode: str = "local"             # "local" DIM(L), "global" DIM(G), "both" (alpha * G + beta * L)
+    alpha: float = 0.5              # weight of DIM(G) in mode "both" (mode "global": 1)
+    beta: float = 1.0               # weight of DIM(L) in mode "both" (mode "local": 1)
+    estimator: str = "infonce"      # "jsd", "dv" or "infonce"
+    embedding_dim: int = 256        # the discriminator's dot-product space (the paper: 2048)
+    summary_channels: int = 32      # DIM(G): 1x1 conv channels of M before flattening
+    score_clip: float | None = None  # tanh clip of the scores (None: off)
+    crop_padding: int | None = None  # CIFAR-style random crop (reflect-pad, crop back); None: size // 8; 0: off
+    flip: bool = True
+
+
+def stage_maps(backbone, names):
+    """One functional model over the backbone's own layers (shared weights): float images ->
+    [the named maps ..., the pooled features]."""
+    return keras.Model(backbone.input, feature_maps(backbone, names).outputs + [backbone.output],
+                       name=f"{backbone.name}_stage_maps")
+
+
+def embedding_head(input_shape, embedding_dim, hidden_dim=None, out_norm="layer", hidden_bn=True, sync_bn=False,
+                   name="embedding"):
+    """x -> norm(nonlinear(x) + shortcut(x)) on the last axis, for vectors (input_shape (C,)) or
+    maps ((h, w, C): Dense on the last axis is a 1x1 convolution). nonlinear: Dense(hidden) ->
+    [BN] -> ReLU -> Dense(embedding_dim); shortcut: Dense(embedding_dim). out_norm "layer" (DIM's
+    MI1x1ConvNet) or "batch" (AMDIM's output batch norm)."""
+    inputs = keras.Input(tuple(input_shape))
+    h = layers.Dense(hidden_dim or embedding_dim, use_bias=not hidden_bn, name=f"{name}_hidden")(inputs)
+    if hidden_bn:
+        h = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_hidden_bn")(h)
+    h = layers.Dense(embedding_dim, use_bias=False, name=f"{name}_out")(layers.ReLU()(h))
+    # No offset after the output norm (and no shortcut bias before batch norm, which removes it):
+    # an offset of the candidates' embedding shifts a whole row of scores, to which InfoNCE and
+    # DV are invariant, so it would be a parameter without gradient.
+    shortcut = layers.Dense(embedding_dim, use_bias=out_norm == "layer", name=f"{name}_shortcut")(inputs)
+    x = layers.Add()([h, shortcut])
+    if out_norm == "layer":
+        x = layers.LayerNormalization(epsilon=1e-5, center=False, name=f"{name}_out_ln")(x)
+    else:
+        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, center=False, synchronized=sync_bn,
+                                      name=f"{name}_out_bn")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def summary_head(map_shape, channels, embedding_dim, sync_bn=False, name="summary"):
+    """DIM(G)'s view of the whole local map: 1x1 conv -> BN -> ReLU -> flatten -> embedding MLP."""
+    inputs = keras.Input(tuple(map_shape))
+    x = layers.Dense(channels, use_bias=False, name=f"{name}_reduce")(inputs)
+    x = layers.ReLU()(layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn,
+                                                name=f"{name}_reduce_bn")(x))
+    x = layers.Flatten()(x)
+    x = embedding_head((x.shape[-1],), embedding_dim, sync_bn=sync_bn, name=f"{name}_mlp")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def global_local_scores(anchors, candidates, scale=None, clip=None):
+    """Scores of every anchor [B, E] (this replica) against every candidate [B, L, E] of the
+    GLOBAL batch (gathered here across replicas): (scores [B, B_g * L], positive mask, raw scores
+    before clipping). scale: divide the dot products by it (None: sqrt(E))."""
+    anchors, candidates = tf.cast(anchors, tf.float32), tf.cast(candidates, tf.float32)
+    per_image, dim = candidates.shape[1], candidates.shape[2]
+    all_candidates, offset = losses.gather_across_replicas(candidates)
+    raw = tf.matmul(anchors, tf.reshape(all_candidates, [-1, dim]), transpose_b=True)
+    raw = raw / (scale if scale is not None else math.sqrt(dim))
+    positive = losses.same_image_mask(tf.shape(anchors)[0], tf.shape(all_candidates)[0], per_image, offset)
+    return losses.tanh_clip(raw, clip), positive, raw
+
+
+def flatten_locations(x):
+    """[B, h, w, E] -> [B, h * w, E]."""
+    return tf.reshape(x, [-1, x.shape[1] * x.shape[2], x.shape[3]])
+
+
+@register_method("dim")
+class DIM(SSLMethod):
+    Config = DIMConfig
+
+    @property
+    def metric_names(self):
+        mode = self.config.mode
+        local = ("local_mi",) if mode in ("local", "both") else ()
+        return local + (("global_mi",) if mode in ("global", "both") else ())
+
+    def build_heads(self):
+        c = self.config
+        if c.mode not in MODES:
+            raise ValueError(f"dim: mode={c.mode!r}; choose one of {MODES}.")
+        if c.estimator not in losses.MI_ESTIMATORS:
+            raise ValueError(f"dim: estimator={c.estimator!r}; choose one of {sorted(losses.MI_ESTIMATORS)}.")
+        self.stage_maps = stage_maps(self.encoder, [c.local_layer])
+        map_shape = self.stage_maps.compute_output_shape((1, c.image_size, c.image_size, 3))[0][1:]
+        e = c.embedding_dim
+        if c.mode in ("local", "both"):
+            self.local_head = embedding_head((None, None, map_shape[-1]), e, sync_bn=c.sync_bn, name="local_head")
+            self.global_head = embedding_head((self.feature_dim,), e, sync_bn=c.sync_bn, name="global_head")
+        if c.mode in ("global", "both"):
+            self.summary_head = summary_head(map_shape, c.summary_channels, e, sync_bn=c.sync_bn, name="summary_head")
+            self.global_head_g = embedding_head((self.feature_dim,), e, sync_bn=c.sync_bn, name="global_head_g")
+
+    def make_views(self, images, labels, seed):
+        """{"images": [B, S, S, 3] in [0, 1]}: random crop (reflect padding) and flip."""
+        c = self.config
+        s_crop, s_flip = augment.split_seed(seed, 2)
+        x = patches.resize_to(augment.to_float(images), c.image_size)
+        padding = c.crop_padding if c.crop_padding is not None else c.image_size // 8
+        if padding:
+            x = augment.random_crop_with_padding(x, s_crop, padding)
+        if c.flip:
+            x = augment.random_flip(x, s_flip)
+        return {"images": x}
+
+    def pretext_loss(self, views, training=False):
+        c = self.config
+        local_map, pooled = self.stage_maps(views["images"], training=training)
+        loss, metrics = 0.0, {}
+        weights = {"local": (0.0, 1.0), "global": (1.0, 0.0), "both": (c.alpha, c.beta)}[c.mode]
+        if c.mode in ("local", "both"):
+            # DIM(L): each image's global vector against every location of every image's map.
+            g = self.global_head(pooled, training=training)
+            local = flatten_locations(self.local_head(local_map, training=training))
+            scores, positive, _ = global_local_scores(g, local, clip=c.score_clip)
+            loss += weights[1] * losses.mi_loss(scores, positive, c.estimator)
+            metrics["local_mi"] = losses.MI_ESTIMATORS[c.estimator](scores, positive)
+        if c.mode in ("global", "both"):
+            # DIM(G): each image's global vector against every image's summary of its whole map.
+            g = self.global_head_g(pooled, training=training)
+            summary = self.summary_head(local_map, training=training)[:, None]
+            scores, positive, _ = global_local_scores(g, summary, clip=c.score_clip)
+            loss += weights[0] * losses.mi_loss(scores, positive, c.estimator)
+            metrics["global_mi"] = losses.MI_ESTIMATORS[c.estimator](scores, positive)
+        return loss, metrics
