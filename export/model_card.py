@@ -149,7 +149,7 @@ def render_model_cards_md(metas, runs=None):
         "linear: softmax regression on frozen, standardised features. \"images seen\" counts source",
         "images (steps x batch); SimCLR makes 2 views of each, RotNet 4 rotations.",
         "",
-        "| name | method | backbone | parameters | data | epochs | images seen | CPU | minutes | pretext acc. at end (%) | kNN top-1 (%) | linear top-1 (%) | split |",
+        "| name | method | backbone | parameters | data | epochs | images seen | CPU | minutes | pretext metric at end | kNN top-1 (%) | linear top-1 (%) | split |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m in metas:
@@ -173,8 +173,10 @@ def render_model_cards_md(metas, runs=None):
 
 
 def _pretext(metrics):
-    """The pretext task's own accuracy at the end of training (train batches of the last epoch)."""
-    return ", ".join(f"{k.replace('_', ' ')} {_pct(v)}" for k, v in sorted((metrics or {}).items())) or "-"
+    """The pretext task's own metrics at the end of training (train batches of the last epoch):
+    accuracies in %, other quantities (distances, errors) as they are."""
+    return ", ".join(f"{k.replace('_', ' ')} {_pct(v) + ' %' if 'accuracy' in k else f'{v:.4g}'}"
+                     for k, v in sorted((metrics or {}).items())) or "-"
 
 
 def other_runs(root, shipped):
@@ -206,7 +208,7 @@ def _other_runs_section(rows):
              "the same way, but not shipped: ablations, and methods whose encoders do not beat the untrained",
              "floor below at this scale. Their logs and configs are committed under `runs/`. Minutes are",
              "wall-clock summed over epochs on the shared 2-core machine, usually beside other work.", "",
-             "| run | method | method config | epochs | minutes | pretext acc. at end (%) | kNN top-1 (%) | linear top-1 (%) | split |",
+             "| run | method | method config | epochs | minutes | pretext metric at end | kNN top-1 (%) | linear top-1 (%) | split |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         rep, mc = r["report"], r["method_config"]

@@ -16,7 +16,7 @@ interpolation blur ("crop"; "reflect" and "zeros" fill the corners instead, for 
 The official code has only the 4-rotation set, so this corner handling is ours.
 
 Features of an intermediate block (the paper's best CIFAR-10 numbers are on block 2) are
-measured by `zoo-eval --layer stage2_out`, for any method.
+measured by `zoo-eval RUN --layer stage2`, for any method (MODEL_CARDS.md "Per-block probes").
 """
 import dataclasses
 import math
