@@ -421,6 +421,21 @@ def test_pretext_loss_traces_under_xla(name, overrides):
     np.testing.assert_allclose(float(compiled(views)), eager, rtol=1e-4)
 
 
+def test_dim_local_map_is_the_stage_map_averaged_over_blocks(rng):
+    import keras
+    keras.utils.set_random_seed(0)
+    method = zoo.create("dim", width=0.125, local_layer="stage1", local_pool=4)
+    images = rng.uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    local_map, pooled = method.local_and_global(images)
+    stage1, y = (np.asarray(t) for t in method.stage_maps(images))
+    assert stage1.shape[1:3] == (32, 32) and local_map.shape[1:3] == (8, 8)
+    blocks = stage1.reshape(2, 8, 4, 8, 4, stage1.shape[-1]).mean(axis=(2, 4))  # 4 x 4 blocks
+    np.testing.assert_allclose(np.asarray(local_map), blocks, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(pooled), y, rtol=1e-6)
+    with pytest.raises(ValueError, match="local_pool=3"):
+        zoo.create("dim", width=0.125, local_pool=3)
+
+
 @pytest.mark.parametrize("mode, metrics", [("local", {"local_mi"}), ("global", {"global_mi"}),
                                            ("both", {"local_mi", "global_mi"})])
 def test_dim_modes_and_weights(mode, metrics):
