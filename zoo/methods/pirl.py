@@ -50,7 +50,7 @@ from keras import layers
 from zoo import augment, losses, patches
 from zoo.memory_bank import MemoryBank
 from zoo.methods.base import MethodConfig, SSLMethod
-from zoo.methods.npid import DEFAULT_BANK_SIZE, npid_logits
+from zoo.methods.npid import NPID, npid_logits
 from zoo.methods.relative_patch import encode_stack
 from zoo.registry import register_method
 
@@ -108,9 +108,7 @@ class PIRL(SSLMethod):
     metric_names = ("jigsaw_accuracy", "image_accuracy")
     uses_example_ids = True
 
-    @property
-    def bank_size(self):
-        return self.config.num_examples if self.config.num_examples > 0 else DEFAULT_BANK_SIZE
+    bank_size = NPID.bank_size  # one row per training image, as NPID's bank
 
     def build_heads(self):
         c = self.config
