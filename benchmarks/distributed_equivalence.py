@@ -50,11 +50,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import zoo  # noqa: E402
+from zoo.distribute import global_loss_and_gradients  # noqa: E402
 from zoo.optimizers import make_optimizer  # noqa: E402
-
-
-def _split(views, replica, replicas):
-    return {k: v[replica * (v.shape[0] // replicas):(replica + 1) * (v.shape[0] // replicas)] for k, v in views.items()}
 
 
 def _views(method, batch):
@@ -81,19 +78,7 @@ def compare(name, strategy, width, batch, sync_bn, floatx):
         with strategy.scope():
             mirrored = _create(name, width, sync_bn=sync_bn)
         mirrored.set_weights(single.get_weights())
-        dist_views = strategy.experimental_distribute_values_from_function(
-            lambda ctx: _split(views, ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync))
-
-        @tf.function
-        def step(v):
-            def replica_fn(v):
-                with tf.GradientTape() as tape:
-                    scaled = mirrored.pretext_loss(v, training=True)[0] / strategy.num_replicas_in_sync
-                return scaled, tape.gradient(scaled, mirrored.trainable_variables)
-            scaled, g = strategy.run(replica_fn, (v,))
-            return strategy.reduce("SUM", scaled, axis=None), [strategy.reduce("SUM", x, axis=None) for x in g]
-
-        dist_loss, dist_grads = step(dist_views)
+        dist_loss, dist_grads = global_loss_and_gradients(strategy, mirrored, views)
     finally:
         keras.config.set_floatx("float32")
         keras.config.set_dtype_policy("float32")

@@ -11,6 +11,7 @@ import tensorflow as tf
 import keras
 
 import zoo
+from zoo.distribute import global_loss_and_gradients
 from zoo.optimizers import make_optimizer
 from selection import slow_except
 
@@ -106,14 +107,6 @@ def test_checkpoint_round_trip_reproduces_the_loss(name, tmp_path):
     assert int(restored.optimizer.iterations.numpy()) == 2
 
 
-def _split(views, replica, replicas):
-    out = {}
-    for key, value in views.items():
-        n = value.shape[0] // replicas
-        out[key] = value[replica * n:(replica + 1) * n]
-    return out
-
-
 @pytest.mark.parametrize("name", METHODS)
 def test_two_replicas_compute_the_same_loss_and_gradients_as_one_device(name, two_device_strategy):
     single = _method(name, sync_bn=True)
@@ -126,21 +119,7 @@ def test_two_replicas_compute_the_same_loss_and_gradients_as_one_device(name, tw
     with strategy.scope():
         mirrored = _method(name, sync_bn=True)
     mirrored.set_weights(single.get_weights())
-    dist_views = strategy.experimental_distribute_values_from_function(
-        lambda ctx: _split(views, ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync))
-
-    @tf.function
-    def step(v):
-        def replica_fn(v):
-            with tf.GradientTape() as tape:
-                local, _ = mirrored.pretext_loss(v, training=True)
-                scaled = local / strategy.num_replicas_in_sync
-            return scaled, tape.gradient(scaled, mirrored.trainable_variables)
-        scaled, g = strategy.run(replica_fn, (v,))
-        return (strategy.reduce("SUM", scaled, axis=None),
-                [strategy.reduce("SUM", x, axis=None) for x in g])
-
-    dist_loss, dist_grads = step(dist_views)
+    dist_loss, dist_grads = global_loss_and_gradients(strategy, mirrored, views)
     np.testing.assert_allclose(float(dist_loss), float(loss), rtol=1e-5)
     for v, g1, g2 in zip(single.trainable_variables, grads, dist_grads):
         g1 = tf.convert_to_tensor(g1).numpy()

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import zoo
 from zoo import momentum
+from zoo.distribute import distribute_views
 from zoo.methods.moco import interleave
 from zoo.optimizers import make_optimizer
 
@@ -231,10 +232,6 @@ def test_shuffle_bn_on_one_device_computes_every_key_in_another_bn_batch():
                                _normalize(method.key_projector(method.key_encoder(x)).numpy()), atol=1e-5)
 
 
-def _split(views, replica, replicas):
-    return {k: v[replica * (v.shape[0] // replicas):(replica + 1) * (v.shape[0] // replicas)] for k, v in views.items()}
-
-
 def test_two_replicas_shuffle_bn_across_replicas_and_sync_bn_normalises_over_the_global_batch(two_device_strategy):
     strategy = two_device_strategy
     views = None
@@ -247,8 +244,7 @@ def test_two_replicas_shuffle_bn_across_replicas_and_sync_bn_normalises_over_the
         with strategy.scope():
             mirrored = _moco(sync_bn=sync_bn, queue_size=32)
         mirrored.set_weights(single.get_weights())
-        dist_views = strategy.experimental_distribute_values_from_function(
-            lambda ctx: _split(views, ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync))
+        dist_views = distribute_views(strategy, views)
 
         @tf.function
         def step(v):

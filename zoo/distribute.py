@@ -55,6 +55,38 @@ def replica_disagreement(strategy, values_fn):
     return float(strategy.experimental_local_results(result)[0])
 
 
+def distribute_views(strategy, views):
+    """A dict of global-batch tensors split in order into equal per-replica shards (replica r
+    gets rows r*n .. (r+1)*n - 1): the layout `fit` gives a batch under `strategy`, for driving
+    `strategy.run` by hand (equivalence tests and benchmarks)."""
+    def shard(ctx):
+        replica, replicas = ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
+        out = {}
+        for key, value in views.items():
+            n = value.shape[0] // replicas
+            out[key] = value[replica * n:(replica + 1) * n]
+        return out
+    return strategy.experimental_distribute_values_from_function(shard)
+
+
+def global_loss_and_gradients(strategy, method, views):
+    """One training-mode forward/backward pass of `method.pretext_loss` under `strategy` on
+    the global batch `views` (a dict of tensors): (global loss, gradients summed over replicas),
+    each replica's loss scaled by 1 / replicas as `train_step` does. Comparable with the loss
+    and gradients of the same batch on one device."""
+    @tf.function
+    def step(v):
+        def replica_fn(v):
+            with tf.GradientTape() as tape:
+                scaled = method.pretext_loss(v, training=True)[0] / strategy.num_replicas_in_sync
+            return scaled, tape.gradient(scaled, method.trainable_variables)
+        scaled, grads = strategy.run(replica_fn, (v,))
+        return (strategy.reduce("SUM", scaled, axis=None),
+                [strategy.reduce("SUM", g, axis=None) for g in grads])
+
+    return step(distribute_views(strategy, views))
+
+
 class AnyReplica:
     """`AnyReplica(strategy)(flag)`: True when `flag` is True on any replica (any worker); an
     all-reduce, so every worker must call it at the same point (e.g. after the same step)."""
@@ -74,4 +106,5 @@ class AnyReplica:
         return float(self._reduce(tf.constant(1.0 if flag else 0.0))) > 0
 
 
-__all__ = ["is_multi_worker", "worker_index", "num_workers", "is_chief", "replica_disagreement", "AnyReplica"]
+__all__ = ["is_multi_worker", "worker_index", "num_workers", "is_chief", "replica_disagreement", "distribute_views",
+           "global_loss_and_gradients", "AnyReplica"]
