@@ -256,6 +256,10 @@ PAPER_FIGURES = {
     "amdim": "AMDIM (Bachman et al. 2019, table 1): 91.2 linear on CIFAR-10 test with their purpose-built "
              "encoder, far wider than ours, trained on all 50k images for far more epochs. Ours: "
              "ResNet-18 at width 0.25 (0.7 M parameters), 12 epochs on 45k images.",
+    "cpc": "CPC (van den Oord et al. 2018) and CPC v2 (Henaff et al. 2019) report ImageNet only (v2: 71.5 "
+           "linear top-1 with a ResNet-161 on grids of overlapping 64 px patches), so there is no CIFAR-10 figure to "
+           "set beside ours. Their linear evaluation pools the encoder's features over the patch grid; ours "
+           "encodes the whole 32 px image, a scale the encoder (trained on 8 px patches) never saw in training.",
     "supcon": "SupCon (Khosla et al. 2020): 96.0 on CIFAR-10 test with ResNet-50 and labels, batch 1024, "
               "long training. Ours uses the labels of the 45k train images too (it is supervised), at "
               "ResNet-18 width 0.25 for 12 epochs; its numbers are an upper reference for the unsupervised rows, "
