@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from zoo.losses import (TRIPLET_MINING, nt_xent, supcon_loss, triplet_batch_all, triplet_batch_hard, triplet_loss,
                         triplet_pairs, triplet_semi_hard)
+from numerics import central_differences
 
 MODES = sorted(TRIPLET_MINING)
 
@@ -95,17 +96,6 @@ def test_supcon_hand_computed_case():
                                                  np.array([3, 3]), 1.0)), math.log(math.e + 2) - 1 / 3, rtol=1e-6)
 
 
-def _central_differences(f, z, eps=1e-6):
-    """Numerical gradient of the float64 numpy function f at z."""
-    num = np.zeros_like(z)
-    for idx in np.ndindex(*z.shape):
-        plus, minus = z.copy(), z.copy()
-        plus[idx] += eps
-        minus[idx] -= eps
-        num[idx] = (f(plus) - f(minus)) / (2 * eps)
-    return num
-
-
 def test_supcon_gradient_matches_finite_differences(rng):
     z = rng.normal(size=(4, 2, 3))
     labels = np.array([0, 1, 0, 0])
@@ -115,7 +105,7 @@ def test_supcon_gradient_matches_finite_differences(rng):
         tape.watch(zt)
         loss = supcon_loss(zt, labels, t)
     grad = tape.gradient(loss, zt).numpy()
-    num = _central_differences(lambda x: _numpy_supcon(x, labels, t), z)
+    num = central_differences(lambda x: _numpy_supcon(x, labels, t), z)
     np.testing.assert_allclose(grad, num, rtol=1e-3, atol=1e-5)
     assert np.abs(grad).max() > 1e-3
 
@@ -241,7 +231,7 @@ def test_triplet_gradient_matches_finite_differences(rng, mining):
         tape.watch(zt)
         loss = triplet_loss(zt, labels, margin, mining)
     grad = tape.gradient(loss, zt).numpy()
-    num = _central_differences(lambda x: _numpy_triplet(x, labels, margin, mining), z)
+    num = central_differences(lambda x: _numpy_triplet(x, labels, margin, mining), z)
     np.testing.assert_allclose(grad, num, rtol=1e-3, atol=2e-4)
     assert np.abs(grad).max() > 1e-2
 

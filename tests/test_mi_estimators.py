@@ -13,6 +13,7 @@ import zoo
 from zoo import losses
 from zoo.methods.cpc import context_network, cpc_logits, from_frame, to_frame
 from zoo.methods.dim import global_local_scores
+from numerics import central_differences
 
 
 def _softplus(x):
@@ -136,13 +137,7 @@ def test_dv_gradient_matches_finite_differences(rng):
     with tf.GradientTape() as tape:
         value = losses.mi_dv(tf.cast(x, tf.float32), positive)
     grad = tape.gradient(value, x).numpy()
-    eps, numeric = 1e-5, np.zeros_like(grad)
-    s64 = scores.astype(np.float64)
-    for idx in np.ndindex(*s64.shape):
-        up, down = s64.copy(), s64.copy()
-        up[idx] += eps
-        down[idx] -= eps
-        numeric[idx] = (_np_dv(up, positive) - _np_dv(down, positive)) / (2 * eps)
+    numeric = central_differences(lambda s: _np_dv(s, positive), scores, eps=1e-5)
     np.testing.assert_allclose(grad, numeric, rtol=1e-3, atol=1e-5)
 
 
