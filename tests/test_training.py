@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from trainers import recipes
-from trainers.callbacks import latest_checkpoint
+from trainers.callbacks import MetricsFile, latest_checkpoint
 from trainers.train import prepare_run_dir
 
 DATA = "shapes?n=600"  # 500 train / 100 val images
@@ -86,6 +86,10 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     # the run folder: config, log, per-epoch metrics with the kNN monitor, TensorBoard events
     rows = [json.loads(line) for line in open(straight / "metrics.jsonl")]
     assert [r["epoch"] for r in rows] == [1, 2]
+    # resumed runs rewrite the rows of the epochs they train again: no epoch twice (a row can be
+    # missing: SIGKILL between an epoch's last checkpoint and its row loses that row)
+    epochs = [json.loads(line)["epoch"] for line in open(interrupted / "metrics.jsonl")]
+    assert epochs == sorted(set(epochs)) and epochs[-1] == 2, epochs
     assert all(0.0 <= r["val_knn_top1"] <= 1.0 for r in rows)
     assert glob.glob(str(straight / "tensorboard" / "**" / "events.*"), recursive=True)
     assert "kNN top-1 on val" in open(straight / "train.log").read()
@@ -95,6 +99,18 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     # rerunning a finished run does nothing
     again = subprocess.run(_train_cmd(straight), env=_env(), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def test_metrics_file_drops_the_rows_of_epochs_that_will_be_trained_again(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = "".join(json.dumps({"epoch": e, "step": 10 * e, "loss": 1.0 / e}) + "\n" for e in (1, 2, 3))
+    path.write_text(rows)
+    MetricsFile(str(path), completed_epochs=3)  # resuming after the last row: the file is untouched
+    assert path.read_text() == rows
+    MetricsFile(str(path), completed_epochs=2)  # restarted from a checkpoint inside epoch 3
+    assert [json.loads(line)["epoch"] for line in path.read_text().splitlines()] == [1, 2]
+    MetricsFile(str(path), completed_epochs=0)  # trained again from scratch in the same folder
+    assert path.read_text() == ""
 
 
 def test_run_folder_with_another_recipe_is_refused(tmp_path):

@@ -153,12 +153,23 @@ class KNNMonitor(keras.callbacks.Callback):
 
 
 class MetricsFile(keras.callbacks.Callback):
-    """Appends one JSON line per epoch (all logs, global step, the epoch's wall time) to `path`."""
+    """Appends one JSON line per epoch (all logs, global step, the epoch's wall time) to `path`.
 
-    def __init__(self, path):
+    `completed_epochs`: the whole epochs the run starts after. Rows of later epochs already in
+    the file (a run restarted from an earlier checkpoint, or from scratch in a folder that kept
+    its old metrics) are dropped, as those epochs are trained and written again."""
+
+    def __init__(self, path, completed_epochs):
         super().__init__()
         self.path = path
         self._epoch_start = time.time()
+        if os.path.exists(path):
+            with open(path) as f:
+                lines = [line for line in f if line.strip()]
+            kept = [line for line in lines if json.loads(line)["epoch"] <= completed_epochs]
+            if len(kept) < len(lines):
+                with open(path, "w") as f:
+                    f.writelines(kept)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.time()

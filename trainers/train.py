@@ -262,7 +262,7 @@ def _train(recipe, out, run_dir, restore, start_step, strategy, verbose, train_d
             callbacks.append(KNNMonitor(train_data.images, train_data.labels, val_data.images, val_data.labels,
                                         train_data.num_classes, recipe["knn_every_epochs"], last_epoch=epochs,
                                         log=log.info, **recipe["knn"]))
-        callbacks += [MetricsFile(os.path.join(out, "metrics.jsonl")),
+        callbacks += [MetricsFile(os.path.join(out, "metrics.jsonl"), completed_epochs=start_step // spe),
                       keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), update_freq=50)]
     previous_handlers = {sig: signal.signal(sig, checkpointer.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
 
