@@ -86,3 +86,35 @@ def test_missing_peer_is_reported(throughput, tmp_path):
     args = throughput.parse_args(["--peer-dir", str(tmp_path / "nowhere")])
     assert throughput.run_peer(args.peer_dir, args, 0, tmp_path)["status"] == "missing"
     assert throughput.PEER_MODE == "concat"  # zoo SimCLR: one forward over the 2N concatenated views
+
+
+@pytest.fixture(scope="module")
+def block_edges():
+    path = SCRIPT.parent / "jpeg_block_edges.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_jpeg_block_edges", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_block_edge_ratio_by_hand(block_edges):
+    import numpy as np
+    # Columns rise by 1 per pixel and jump by 11 across the block edge 7|8; rows are constant.
+    # Gap means over rows and columns: (0 + 1) / 2 everywhere but (0 + 11) / 2 at gap 7.
+    image = np.tile(np.arange(16) + 10 * (np.arange(16) // 8), (16, 1)).astype(np.uint8)[None, :, :, None]
+    ratio, gaps = block_edges.block_edge_ratio(image)
+    np.testing.assert_allclose(gaps, [0.5] * 7 + [5.5] + [0.5] * 7)
+    assert ratio == pytest.approx(11.0)
+
+
+def test_block_edge_ratio_sees_jpeg_compression_and_not_raw_pixels(block_edges):
+    import numpy as np
+    import tensorflow as tf
+    rng = np.random.default_rng(0)
+    # Smooth random images (5x5 noise upsampled to 32x32: no period of 8 px of their own), so
+    # that blocks are visible after coding.
+    smooth = tf.image.resize(rng.uniform(0, 255, (64, 5, 5, 3)).astype(np.float32), [32, 32], "bicubic")
+    raw = np.clip(smooth.numpy() + rng.normal(0, 2, smooth.shape), 0, 255).astype(np.uint8)
+    coded = np.stack([tf.io.decode_jpeg(tf.io.encode_jpeg(im, quality=40)).numpy() for im in raw])
+    assert block_edges.block_edge_ratio(raw)[0] == pytest.approx(1.0, abs=0.05)
+    assert block_edges.block_edge_ratio(coded)[0] > 1.1

@@ -98,6 +98,104 @@ def test_extract_patches_matches_numpy_slicing(rng):
             np.testing.assert_array_equal(got[b, k], images[b, y:y + 4, x:x + 4])
 
 
+def _bilinear(image, y, x):
+    """numpy bilinear sample of image [H, W, C] at float (y, x) in pixel-centre coordinates."""
+    y0, x0 = int(np.floor(y)), int(np.floor(x))
+    y1, x1 = min(y0 + 1, image.shape[0] - 1), min(x0 + 1, image.shape[1] - 1)
+    fy, fx = y - y0, x - x0
+    top = (1 - fx) * image[y0, x0] + fx * image[y0, x1]
+    bottom = (1 - fx) * image[y1, x0] + fx * image[y1, x1]
+    return (1 - fy) * top + fy * bottom
+
+
+def test_resample_boxes_matches_numpy_bilinear_sampling(rng):
+    images = rng.uniform(size=(2, 12, 10, 3)).astype(np.float32)
+    # (y1, x1, y2, x2) in pixel-centre coordinates, written by hand: one exact integer box,
+    # one shrunk and shifted by fractions of a pixel, one touching the last row and column.
+    boxes = np.array([[[2.0, 3.0, 5.0, 6.0], [0.25, 1.5, 2.75, 4.0]],
+                      [[8.0, 6.0, 11.0, 9.0], [4.1, 0.0, 5.6, 1.5]]], np.float32)
+    got = patches.resample_boxes(tf.constant(images), tf.constant(boxes), 4).numpy()
+    assert got.shape == (2, 2, 4, 4, 3)
+    for b, k in itertools.product(range(2), range(2)):
+        y1, x1, y2, x2 = boxes[b, k]
+        for i, j in itertools.product(range(4), range(4)):
+            want = _bilinear(images[b], y1 + i * (y2 - y1) / 3, x1 + j * (x2 - x1) / 3)
+            np.testing.assert_allclose(got[b, k, i, j], want, atol=1e-5)
+    np.testing.assert_allclose(got[0, 0], images[0, 2:6, 3:7], atol=1e-6)  # integer box = slicing
+
+
+def test_sub_boxes_are_squares_inside_their_boxes_with_scales_in_range():
+    corners = tf.constant(np.tile([[[3, 5], [10, 0]]], (2000, 1, 1)), tf.int32)
+    boxes = patches.sample_sub_boxes(corners, 7, 0.7, SEED).numpy()
+    y1, x1, y2, x2 = np.moveaxis(boxes, -1, 0)
+    c = corners.numpy().astype(np.float32)
+    np.testing.assert_allclose(y2 - y1, x2 - x1, atol=1e-5)  # square: one scale for both axes
+    scale = (y2 - y1) / 6
+    assert scale.min() >= 0.7 - 1e-6 and scale.max() <= 1 + 1e-6
+    assert scale.min() < 0.71 and scale.max() > 0.99  # the whole range is used
+    # Inside the box's pixel centres [corner, corner + 6], so gaps between patches still hold.
+    assert np.all(y1 >= c[..., 0] - 1e-5) and np.all(y2 <= c[..., 0] + 6 + 1e-5)
+    assert np.all(x1 >= c[..., 1] - 1e-5) and np.all(x2 <= c[..., 1] + 6 + 1e-5)
+    slack = 6 - (y2 - y1)
+    place = (y1 - c[..., 0]) / np.maximum(slack, 1e-6)
+    assert place[slack > 1].min() < 0.05 and place[slack > 1].max() > 0.95  # placed anywhere in it
+    np.testing.assert_array_equal(boxes, patches.sample_sub_boxes(corners, 7, 0.7, SEED).numpy())
+
+
+def test_cut_patches_is_exact_at_scale_one_and_rejects_scales_outside_zero_one(rng):
+    images = tf.constant(rng.uniform(size=(2, 12, 12, 3)).astype(np.float32))
+    corners = tf.constant([[[0, 0], [5, 4]], [[1, 2], [3, 3]]], tf.int32)
+    np.testing.assert_array_equal(patches.cut_patches(images, corners, 6).numpy(),
+                                  patches.extract_patches(images, corners, 6).numpy())
+    resampled = patches.cut_patches(images, corners, 6, 0.5, SEED).numpy()
+    assert resampled.shape == (2, 2, 6, 6, 3) and not np.allclose(resampled, patches.extract_patches(images, corners, 6))
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="min_scale"):
+            patches.cut_patches(images, corners, 6, bad, SEED)
+    with pytest.raises(ValueError, match="resample_min_scale"):
+        zoo.create("relative_patch", **TINY, image_size=32, resample_min_scale=0.0)
+    with pytest.raises(ValueError, match="resample_min_scale"):
+        zoo.create("jigsaw", **TINY, image_size=32, resample_min_scale=2.0)
+
+
+@pytest.mark.parametrize("method_name", ["relative_patch", "jigsaw"])
+def test_resampled_views_sample_inside_the_patch_boxes(method_name):
+    """On coordinate images bilinear sampling is exact, so every resampled patch gives back the
+    float box it was sampled from: inside an integer box of the method's geometry, smaller than
+    it by at most resample_min_scale, and a neighbour still lies in the labelled direction."""
+    method = zoo.create(method_name, **TINY, image_size=32, flip=False, resample_min_scale=0.6,
+                        **({"chromatic": "none"} if method_name == "relative_patch" else
+                           {"normalize_tiles": False, "grayscale_p": 0.0}))
+    views = method.make_views(tf.constant(_coordinate_images(32, 32)), tf.zeros([32], tf.int32), SEED)
+    stack = views["patches" if method_name == "relative_patch" else "tiles"].numpy() * 255 / 8
+    size = stack.shape[2]
+    y1, x1 = stack[:, :, 0, 0, 0], stack[:, :, 0, 0, 1]
+    y2, x2 = stack[:, :, -1, -1, 0], stack[:, :, -1, -1, 1]
+    np.testing.assert_allclose(y2 - y1, x2 - x1, atol=1e-3)
+    scale = (y2 - y1) / (size - 1)
+    assert scale.min() >= 0.6 - 1e-3 and scale.max() <= 1 + 1e-3 and scale.std() > 0.05
+    assert np.any(np.abs(y1 - np.round(y1)) > 0.1)  # sub-pixel positions occur
+    if method_name == "relative_patch":
+        g, labels = method.geometry, views["position"].numpy()
+        for b in range(32):
+            dr, dc = HAND_OFFSETS[int(labels[b])]
+            # Each sampled box lies inside a p px box, so the centres move by at most the
+            # jitter plus the slack (p - 1)(1 - s) / 2 of each sub-box.
+            slack = (g.patch - 1) * (1 - scale[b]) / 2
+            dy = (y1[b, 1] + y2[b, 1] - y1[b, 0] - y2[b, 0]) / 2
+            dx = (x1[b, 1] + x2[b, 1] - x1[b, 0] - x2[b, 0]) / 2
+            assert abs(dy - g.pitch * dr) <= 2 * g.jitter + slack.sum() + 1e-3
+            assert abs(dx - g.pitch * dc) <= 2 * g.jitter + slack.sum() + 1e-3
+    else:
+        perms = method.permutation_array[views["permutation"].numpy()]
+        for b in range(32):
+            centres = np.stack([(y1[b] + y2[b]) / 2, (x1[b] + x2[b]) / 2], -1)
+            order = np.empty(9, int)
+            order[perms[b]] = np.arange(9)  # input position of every cell
+            rows, cols = centres[order, 0].reshape(3, 3), centres[order, 1].reshape(3, 3)
+            assert np.all(np.diff(rows, axis=0) > 0) and np.all(np.diff(cols, axis=1) > 0)
+
+
 # ---- relative patch method ---------------------------------------------------------------------
 
 def test_relative_patch_views_recover_the_labelled_neighbour_position():

@@ -11,6 +11,8 @@ gives the same patches), so it runs in the tf.data pipeline and traces under jit
   random smaller tile inside every cell (Noroozi & Favaro 2016); `shuffle_tiles`,
   `random_permutations`, `replace_from_partner` (Jigsaw++), `standardize_tiles`;
 - `extract_patches`: integer boxes -> pixels, by gathers (exact; no resampling);
+  `cut_patches` optionally resamples every patch from a random sub-box of its box
+  (`sample_sub_boxes`, `resample_boxes`), which hides where JPEG's 8x8 block edges fall;
 - `drop_channels`, `project_green_magenta`, `random_grayscale`, `chromatic_defence`: the
   defences against chromatic aberration of both papers;
 - `max_hamming_permutations`, `permutation_set` (cached on disk), `hamming_stats`: the jigsaw
@@ -148,10 +150,12 @@ def sample_grid_corners(batch, geometry, seed):
     return origin + cells[None] + offset
 
 
-def cut_tiles(images, geometry, seed):
-    """The 9 tiles [B, 9, tile, tile, C] of images [B, S, S, C], in cell order (row-major)."""
-    corners = sample_grid_corners(tf.shape(images)[0], geometry, seed)
-    return extract_patches(images, corners, geometry.tile)
+def cut_tiles(images, geometry, seed, min_scale=1.0):
+    """The 9 tiles [B, 9, tile, tile, C] of images [B, S, S, C], in cell order (row-major);
+    min_scale < 1 resamples every tile from a random sub-box of its box (`cut_patches`)."""
+    s_corners, s_resample = split_seed(seed, 2) if min_scale < 1 else (seed, None)
+    corners = sample_grid_corners(tf.shape(images)[0], geometry, s_corners)
+    return cut_patches(images, corners, geometry.tile, min_scale, s_resample)
 
 
 def random_permutations(batch, seed, n=9):
@@ -207,6 +211,45 @@ def extract_patches(images, corners, size):
     cols = corners[..., 1:2] + r
     strips = tf.gather(images, rows, axis=1, batch_dims=1)  # [B, K, size, W, C]
     return tf.gather(strips, cols, axis=3, batch_dims=2)  # [B, K, size, size, C]
+
+
+def sample_sub_boxes(corners, size, min_scale, seed):
+    """Float boxes [B, K, 4] (y1, x1, y2, x2), in the coordinates of pixel centres, of a random
+    square inside every `size` px box at corners [B, K, 2]: its span is (size - 1) * s with
+    s ~ U(min_scale, 1) per box, placed uniformly where it stays between the box's first and
+    last pixel centres. Boxes never leave their integer boxes, so the patch geometry (gaps,
+    no overlap, inside the image) still holds."""
+    s_scale, s_place = split_seed(seed, 2)
+    shape = tf.shape(corners)[:2]
+    span = (size - 1) * tf.random.stateless_uniform(shape, s_scale, min_scale, 1.0)  # [B, K]
+    place = tf.random.stateless_uniform(tf.concat([shape, [2]], 0), s_place)  # [B, K, 2]
+    start = tf.cast(corners, tf.float32) + ((size - 1) - span)[..., None] * place
+    return tf.concat([start, start + span[..., None]], axis=-1)
+
+
+def resample_boxes(images, boxes, size):
+    """images [B, H, W, C], boxes [B, K, 4] from `sample_sub_boxes` -> [B, K, size, size, C]:
+    bilinear samples on a size x size grid whose first and last rows/columns lie on the box's
+    edges (tf.image.crop_and_resize, with the boxes normalised by H - 1 and W - 1)."""
+    batch, k, channels = tf.shape(boxes)[0], boxes.shape[1], images.shape[-1]
+    h = tf.cast(tf.shape(images)[1] - 1, tf.float32)
+    w = tf.cast(tf.shape(images)[2] - 1, tf.float32)
+    flat = tf.reshape(boxes / tf.stack([h, w, h, w]), [-1, 4])
+    out = tf.image.crop_and_resize(images, flat, tf.repeat(tf.range(batch), k), [size, size])
+    return tf.reshape(out, [batch, k, size, size, channels])
+
+
+def cut_patches(images, corners, size, min_scale=1.0, seed=None):
+    """The `size` px patches [B, K, size, size, C] at corners [B, K, 2]: exactly their pixels
+    when min_scale is 1, otherwise each resampled from a random sub-box of scale
+    U(min_scale, 1) (`sample_sub_boxes`). Resampling moves the edges of the 8x8 JPEG blocks
+    by a random sub-pixel amount per patch and changes their spacing to 8 / s px, so the
+    network cannot read a patch's position from where the block edges fall in it."""
+    if not 0 < min_scale <= 1:
+        raise ValueError(f"min_scale={min_scale}: the sub-box scale must be in (0, 1] (1 = exact pixels).")
+    if min_scale == 1:
+        return extract_patches(images, corners, size)
+    return resample_boxes(images, sample_sub_boxes(corners, size, min_scale, seed), size)
 
 
 def resize_to(images, size):

@@ -48,6 +48,9 @@ class JigsawConfig(MethodConfig):
     drop_noise: float = 0.01
     replace_tiles: int = 0           # Jigsaw++: tiles taken from image i XOR 1 (0 = plain jigsaw)
     flip: bool = True                # random horizontal flip of the image before cutting
+    # < 1: every tile resampled from a random sub-box of U(resample_min_scale, 1) of its box,
+    # hiding the JPEG block edges' positions (see RelativePatchConfig, zoo.patches.cut_patches).
+    resample_min_scale: float = 1.0
     # Head: a shared per-tile layer (the paper's fc6, 512 units) and a layer on the 9
     # concatenated tiles (fc7, 4096 in the paper; 1024 here for ResNet features); 0 removes one.
     branch_dim: int = 512
@@ -66,6 +69,8 @@ class Jigsaw(SSLMethod):
             raise ValueError(f"jigsaw: chromatic={c.chromatic!r}; choose one of {patches.CHROMATIC_MODES}.")
         if not 0 <= c.replace_tiles < 9:
             raise ValueError(f"jigsaw: replace_tiles={c.replace_tiles}; must be from 0 to 8.")
+        if not 0 < c.resample_min_scale <= 1:
+            raise ValueError(f"jigsaw: resample_min_scale={c.resample_min_scale}; must be in (0, 1] (1 = exact pixels).")
         self.unit_range_views = not c.normalize_tiles
         self.cut_size = c.cut_size or c.image_size
         self.geometry = patches.grid_geometry(self.cut_size, c.crop_fraction, c.tile_fraction)
@@ -85,7 +90,7 @@ class Jigsaw(SSLMethod):
         if c.flip:
             x = augment.random_flip(x, s_flip)
         batch = tf.shape(x)[0]
-        tiles = patches.cut_tiles(x, self.geometry, s_grid)
+        tiles = patches.cut_tiles(x, self.geometry, s_grid, c.resample_min_scale)
         tiles, replaced = patches.replace_from_partner(tiles, c.replace_tiles, s_replace)
         tiles = patches.random_grayscale(tiles, s_gray, c.grayscale_p)
         tiles = patches.chromatic_defence(tiles, c.chromatic, s_chroma, c.drop_noise)

@@ -42,6 +42,11 @@ class RelativePatchConfig(MethodConfig):
     chromatic: str = "drop"          # "drop" (the paper's colour dropping), "gray" (projection), "none"
     drop_noise: float = 0.01         # noise std of dropped channels / kept channel's std (paper ~1/100)
     flip: bool = True                # random horizontal flip of the image before cutting (label follows)
+    # < 1: every patch is resampled (bilinear) from a random sub-box of U(resample_min_scale, 1)
+    # of its box (zoo.patches.cut_patches). A defence against a shortcut the papers did not
+    # meet: in JPEG images the 8x8 block edges fall at fixed offsets, so with exact pixels the
+    # network can tell a neighbour's direction from where the edges fall in each patch.
+    resample_min_scale: float = 1.0
     # Head: a shared per-patch layer (the paper's siamese fc6, 4096 units on AlexNet conv5) and a
     # layer on the concatenation (fc7, 4096). A ResNet's pooled features already play fc6's
     # role, so the defaults are smaller; 0 removes a layer.
@@ -85,6 +90,9 @@ class RelativePatch(SSLMethod):
         c = self.config
         if c.chromatic not in patches.CHROMATIC_MODES:
             raise ValueError(f"relative_patch: chromatic={c.chromatic!r}; choose one of {patches.CHROMATIC_MODES}.")
+        if not 0 < c.resample_min_scale <= 1:
+            raise ValueError(f"relative_patch: resample_min_scale={c.resample_min_scale}; must be in (0, 1] "
+                             "(1 = exact pixels).")
         self.cut_size = c.cut_size or c.image_size
         self.geometry = patches.pair_geometry(self.cut_size, c.patch_fraction, c.gap_fraction, c.jitter_fraction)
         if self.geometry.patch > c.image_size:
@@ -99,8 +107,9 @@ class RelativePatch(SSLMethod):
         x = patches.resize_to(augment.to_float(images), self.cut_size)
         if c.flip:
             x = augment.random_flip(x, s_flip)
+        s_grid, s_resample = augment.split_seed(s_grid, 2) if c.resample_min_scale < 1 else (s_grid, None)
         corners, position = patches.sample_pair_corners(tf.shape(x)[0], self.geometry, s_grid)
-        pair = patches.extract_patches(x, corners, self.geometry.patch)
+        pair = patches.cut_patches(x, corners, self.geometry.patch, c.resample_min_scale, s_resample)
         pair = patches.chromatic_defence(pair, c.chromatic, s_chroma, c.drop_noise)
         return {"patches": pair, "position": position}
 
