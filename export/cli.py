@@ -83,9 +83,10 @@ def run_results(run_dir):
 
 
 def export_run(run_dir, name, to="published", overwrite=False, saved_model=True, compute_note=None,
-               tflite=False, onnx=False, source=None, load_as=None):
+               tflite=False, onnx=False, source=None, load_as=None, caveat=None):
     """Export the latest checkpoint of `run_dir` as `to/name`; returns the folder. `source`
-    overrides metadata["source"] (e.g. the Hub repo it is published to)."""
+    overrides metadata["source"] (e.g. the Hub repo it is published to); `caveat` is stored as
+    metadata["caveat"], shown in the model card and warned about by zoo.load."""
     from export.saved_model import make_metadata, write_export
     from trainers.runs import run_encoder
     if not _NAME.match(name):
@@ -102,12 +103,14 @@ def export_run(run_dir, name, to="published", overwrite=False, saved_model=True,
                          training=training, results=run_results(run_dir))
     if source:
         meta["source"] = source
+    if caveat:
+        meta["caveat"] = caveat
     return write_export(encoder, meta, to, overwrite=overwrite, saved_model=saved_model, tflite=tflite, onnx=onnx,
                         load_as=load_as)
 
 
 def export_preset(preset, name=None, to="published", overwrite=False, saved_model=True, compute_note=None,
-                  tflite=False, onnx=False, source=None, load_as=None):
+                  tflite=False, onnx=False, source=None, load_as=None, caveat=None):
     """Export a registered encoder (zoo.list_models()) like a run: e.g. to add TFLite / ONNX
     files or to publish a shipped encoder on the Hub. Returns the folder."""
     import zoo
@@ -120,6 +123,8 @@ def export_preset(preset, name=None, to="published", overwrite=False, saved_mode
         raise ValueError(f"--name {meta['name']!r}: use letters, digits, '_', '-', '.'.")
     if compute_note:
         meta["training"] = dict(meta["training"], compute_note=compute_note)
+    if caveat:
+        meta["caveat"] = caveat
     meta["source"] = source or {"type": "folder", "path": "."}
     return write_export(encoder, meta, to, overwrite=overwrite, saved_model=saved_model, tflite=tflite, onnx=onnx,
                         load_as=load_as)
@@ -173,6 +178,8 @@ def main(argv=None):
     p.add_argument("--overwrite", action="store_true", help="replace an existing export of the same name")
     p.add_argument("--no-saved-model", action="store_true", help="skip the SavedModel (Keras files only)")
     p.add_argument("--compute-note", help="how the training minutes were measured (shown in the model card)")
+    p.add_argument("--caveat", help="what a user must know before using the encoder (e.g. that it is no better "
+                                    "than an untrained one on some probe); shown in the model card, warned at load")
     p.add_argument("--tflite", action="store_true",
                    help="also write model.tflite (Keras 3's LiteRT export, checked with the TFLite interpreter)")
     p.add_argument("--onnx", action="store_true",
@@ -181,7 +188,7 @@ def main(argv=None):
     from export.saved_model import ExportError
     from trainers.runs import RunError
     formats = dict(saved_model=not args.no_saved_model, compute_note=args.compute_note, tflite=args.tflite,
-                   onnx=args.onnx)
+                   onnx=args.onnx, caveat=args.caveat)
     import zoo
     if not os.path.isdir(args.run) and args.run in zoo.list_models():
         export = functools.partial(export_preset, args.run)

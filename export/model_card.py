@@ -84,6 +84,10 @@ def _exports_text(meta):
     return ("\n\nAlso in this repository:\n\n" + "\n".join(lines)) if lines else ""
 
 
+def _caveat_text(meta):
+    return f"\n\n> **Caveat:** {meta['caveat']}" if meta.get("caveat") else ""
+
+
 def render_model_card(meta, load_as=None):
     """README.md of an export folder / Hub repo. `load_as`: what its code passes to zoo.load
     (default: the Hub id for a Hugging Face source, else the name)."""
@@ -95,7 +99,7 @@ def render_model_card(meta, load_as=None):
 A **{meta['method']}** self-supervised image encoder from keras-ssl-zoo: {b['name']} (width
 {b['width']}, {b['stem']} stem), {meta['parameters']:,} parameters, {meta['feature_dim']}-d features.
 It maps RGB images to feature vectors for linear classifiers, kNN retrieval or fine-tuning;
-the projection / pretext heads used in pre-training are not included.
+the projection / pretext heads used in pre-training are not included.{_caveat_text(meta)}
 
 ## How to load and fine-tune
 
@@ -157,7 +161,7 @@ def render_model_cards_md(metas, runs=None):
         res = {r["protocol"]: r for r in m["results"]}
         split = "; ".join(sorted({r["split"] for r in m["results"]})) or "-"
         lines.append(
-            f"| `{m['name']}` | {m['method']} | {m['backbone']['name']} w{m['backbone']['width']} | "
+            f"| `{m['name']}`{' (caveat)' if m.get('caveat') else ''} | {m['method']} | {m['backbone']['name']} w{m['backbone']['width']} | "
             f"{m['parameters']:,} | {t.get('dataset', '?')} | {t.get('epochs', '?')} | {t.get('images_seen', 0):,} | "
             f"{t.get('cpu', '?')} ({t.get('cpu_cores', '?')} cores) | {t.get('minutes', '?')} | "
             f"{_pretext(t.get('final_pretext_metrics'))} | "
@@ -166,7 +170,8 @@ def render_model_cards_md(metas, runs=None):
     lines += ["", "## Reproduce", ""]
     for m in metas:
         note = m["training"].get("compute_note")
-        lines += [f"### `{m['name']}`", "", *([f"Minutes: {note}.", ""] if note else []), "```bash",
+        lines += [f"### `{m['name']}`", "", *([f"**Caveat:** {m['caveat']}", ""] if m.get("caveat") else []),
+                  *([f"Minutes: {note}.", ""] if note else []), "```bash",
                   m["training"].get("command", ""),
                   *[r["command"] for r in m["results"] if r.get("command")][:1], "```", ""]
     return "\n".join(lines + _other_runs_section(runs or [])).rstrip() + "\n"
@@ -205,8 +210,8 @@ def _other_runs_section(rows):
         return []
     lines = ["", "## Other measured runs (not shipped)", "",
              "Trained with the same data, split, backbone and epochs as the shipped encoders and evaluated",
-             "the same way, but not shipped: ablations, and methods whose encoders do not beat the untrained",
-             "floor below at this scale. Their logs and configs are committed under `runs/`. Minutes are",
+             "the same way, but not shipped: ablations, and earlier recipes that a shipped encoder's recipe",
+             "replaced (docs/DESIGN_NOTES.md, notes 21-22). Their logs and configs are committed under `runs/`. Minutes are",
              "wall-clock summed over epochs on the shared 2-core machine, usually beside other work.", "",
              "| run | method | method config | epochs | minutes | pretext metric at end | kNN top-1 (%) | linear top-1 (%) | split |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -261,6 +266,15 @@ PAPER_FIGURES = {
            "linear top-1 with a ResNet-161 on grids of overlapping 64 px patches), so there is no CIFAR-10 figure to "
            "set beside ours. Their linear evaluation pools the encoder's features over the patch grid; ours "
            "encodes the whole 32 px image, a scale the encoder (trained on 8 px patches) never saw in training.",
+    "jigsaw": "Jigsaw puzzles (Noroozi & Favaro 2016) report no CIFAR-10 figure: they pre-train an AlexNet on "
+              "ImageNet with 64 px tiles cut from 225 px crops and evaluate by fine-tuning on PASCAL VOC, so there is "
+              "nothing comparable to set beside ours. Ours cuts 8 px tiles from 32 px images (resampled, design "
+              "note 22) and probes the frozen encoder on whole images: at that tile size it stays near the untrained "
+              "floor (its card's caveat; the exact-pixel and upsampled runs under Other measured runs).",
+    "relative_patch": "Relative patch location (Doersch et al. 2015) reports no CIFAR-10 figure: 96 px patches of "
+                      "ImageNet images, evaluated by fine-tuning (R-CNN detection on PASCAL VOC) and by nearest-neighbour "
+                      "retrieval of patches. Ours cuts 7 px patches from 32 px images (resampled, design note 22) and "
+                      "probes whole images, where it stays near the untrained floor (its card's caveat).",
     "supcon": "SupCon (Khosla et al. 2020): 96.0 on CIFAR-10 test with ResNet-50 and labels, batch 1024, "
               "long training. Ours uses the labels of the 45k train images too (it is supervised), at "
               "ResNet-18 width 0.25 for 12 epochs; its numbers are an upper reference for the unsupervised rows, "

@@ -127,6 +127,21 @@ def test_existing_export_needs_overwrite(run_dir, exported):
     assert zoo.load(exported) is not None
 
 
+def test_caveat_is_in_the_metadata_and_card_and_warned_at_load(run_dir, exported, tmp_path):
+    import warnings
+    from export.cli import main as export_main
+    caveat = "kNN val accuracy at the untrained floor"
+    export_main([run_dir, "--name", "flagged", "--to", str(tmp_path), "--no-saved-model", "--caveat", caveat])
+    folder = tmp_path / "flagged"
+    assert json.loads((folder / "metadata.json").read_text())["caveat"] == caveat
+    assert f"> **Caveat:** {caveat}" in (folder / "README.md").read_text()
+    with pytest.warns(UserWarning, match=f"flagged: {caveat}"):
+        zoo.load(str(folder))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an encoder without a caveat loads silently
+        zoo.load(exported)
+
+
 def test_interrupted_export_leaves_nothing(run_dir, tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("killed mid-export")

@@ -22,6 +22,7 @@ import hashlib
 import json
 import numbers
 import os
+import warnings
 
 from zoo.registry import unknown_name_message
 
@@ -260,7 +261,8 @@ def load(name_or_path, trainable=False, input_shape=None):
     `input_shape=(H, W, 3)` runs the backbone at H x W instead of the training size (images of
     any size are resized to it; the ResNet weights work at any resolution, e.g. to fine-tune a
     32 px encoder on 64 px images); `(None, None, 3)` feeds images at their own size, unresized.
-    The weights file's sha256 is checked before it is read (HashMismatchError names the file)."""
+    The weights file's sha256 is checked before it is read (HashMismatchError names the file).
+    An encoder whose metadata carries a "caveat" (see its model card) warns with it (UserWarning)."""
     meta, root = _resolve(name_or_path)
     if meta.get("format_version", 1) > FORMAT_VERSION:
         raise ValueError(f"{meta['name']} uses metadata format {meta['format_version']}; this zoo reads up to "
@@ -271,4 +273,7 @@ def load(name_or_path, trainable=False, input_shape=None):
     encoder.load_weights(os.path.join(root, weights))
     encoder.trainable = trainable
     encoder.metadata = meta
+    if meta.get("caveat"):
+        warnings.warn(f"{meta['name']}: {meta['caveat']} (see its model card in MODEL_CARDS.md)", UserWarning,
+                      stacklevel=2)
     return encoder
