@@ -304,14 +304,34 @@ def _paper_section(methods):
     return ["", "## Beside the papers", "", *notes] if notes else []
 
 
-def _layer_probe_section(rows):
+def block_floors(repo_root):
+    """Rows of the untrained floor per block (benchmarks/random_init_baseline.py --layer stageK ->
+    benchmarks/results/random_init_cifar10-stageK.json): kNN and linear ranges over the seeds."""
+    folder = os.path.join(repo_root, "benchmarks", "results")
+    rows = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if name.startswith("random_init_cifar10-") and name.endswith(".json"):
+            with open(os.path.join(folder, name)) as f:
+                report = json.load(f)
+            span = lambda key: f"{_pct(min(r[key] for r in report['runs']))}-{_pct(max(r[key] for r in report['runs']))}"  # noqa: E731
+            rows.append({"layer": report["layer"], "feature_dim": report["runs"][0].get("feature_dim", "?"),
+                         "seeds": len(report["runs"]), "knn": span("knn_top1"), "linear": span("linear_top1"),
+                         "split": report["split"], "command": report["command"]})
+    return rows
+
+
+def _layer_probe_section(rows, floors=()):
     if not rows:
         return []
     lines = ["", "## Per-block probes", "",
              "Globally average-pooled features of each ResNet stage (`zoo-eval RUN --layer stageK`); the",
-             "RotNet paper reports its best CIFAR-10 numbers on block 2 of 4.", "",
+             "RotNet paper reports its best CIFAR-10 numbers on block 2 of 4. The untrained rows are the",
+             "floor of each block: the same backbone at random initialisation, probed the same way.", "",
              "| run | block | feature dim | kNN top-1 (%) | linear top-1 (%) | split | command |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for f in floors:
+        lines.append(f"| untrained ({f['seeds']} seeds) | {f['layer']} | {f['feature_dim']} | {f['knn']} | "
+                     f"{f['linear']} | {f['split']} | `{f['command']}` |")
     for r in rows:
         lines.append(f"| `{r['run']}` | {r['layer']} | {r['feature_dim']} | "
                      f"{_pct(r['knn']['top1']) if 'knn' in r else '-'} | "
@@ -327,7 +347,7 @@ def model_cards_md(runs_root=None):
     text = render_model_cards_md(metas, other_runs(root, {m["name"] for m in metas}))
     text = "\n".join([text.rstrip(), *_random_init_section(os.path.dirname(root))])
     methods = {m["method"] for m in metas}
-    return "\n".join([text.rstrip(), *_layer_probe_section(layer_probes(root)),
+    return "\n".join([text.rstrip(), *_layer_probe_section(layer_probes(root), block_floors(os.path.dirname(root))),
                       *_paper_section(methods)]).rstrip() + "\n"
 
 

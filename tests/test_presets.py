@@ -47,15 +47,16 @@ def test_preset_name_pattern():
     assert zoo.hub.preset_name("mae", "resnet34", 2, "stl10") == "mae_resnet34w2_stl10"
 
 
-def test_a_preset_not_above_the_untrained_floor_carries_a_caveat():
-    """Design note 21: an encoder whose kNN or linear val top-1 is not above the best of the
-    untrained backbone's seeds ships only with a caveat (card, MODEL_CARDS.md, load warning)."""
+def test_a_preset_not_clearly_above_the_untrained_floor_carries_a_caveat():
+    """Design note 21: an encoder whose kNN or linear val top-1 is not at least 1 point above
+    the best of the untrained backbone's seeds (which spread over 1.4 points) ships only with a
+    caveat (card, MODEL_CARDS.md, load warning)."""
     floor = json.load(open(os.path.join(ROOT, "benchmarks", "results", "random_init_cifar10.json")))
     best = {"knn": max(r["knn_top1"] for r in floor["runs"]), "linear": max(r["linear_top1"] for r in floor["runs"])}
     flagged = []
     for name in zoo.list_models(dataset="cifar10"):
         meta = zoo.hub.get_metadata(name)
-        at_floor = any(r["top1"] <= best[r["protocol"]] for r in meta["results"] if r["protocol"] in best)
+        at_floor = any(r["top1"] < best[r["protocol"]] + 0.01 for r in meta["results"] if r["protocol"] in best)
         assert bool(meta.get("caveat")) == at_floor, (
             f"{name}: results {[(r['protocol'], r['top1']) for r in meta['results']]} against the floor {best}; "
             "an encoder at the floor needs a caveat (zoo-export --caveat) and one above it none")
