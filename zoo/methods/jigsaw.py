@@ -11,6 +11,9 @@ are concatenated in the shuffled order and an MLP classifies which permutation w
 Shuffle convention (`zoo.patches.shuffle_tiles`): input position i holds the tile of cell
 perm[i] (cells numbered row-major 0..8); the label is the permutation's index in the set.
 
+With `resample_min_scale` < 1 every tile is resampled from a random sub-box of its box, so
+that the JPEG block edges do not show where it was cut (design note 22).
+
 Each tile is standardised on its own (mean 0, std 1 per channel) to remove low-level
 statistics; the views then hold `z * std + mean` with the encoder's normalisation constants,
 so that the encoder's built-in normalisation hands its first convolution exactly z, the scale

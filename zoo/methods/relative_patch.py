@@ -6,7 +6,9 @@ through the same encoder (siamese, shared weights: one `self.encoder` call on bo
 features are concatenated and an MLP classifies the neighbour's position. Shortcuts are
 blocked as in the paper: a gap between patches, a random jitter of every patch, and a defence
 against chromatic aberration ("drop": keep one random colour channel and replace the other two
-by low-amplitude noise; "gray": project colours off the green-magenta axis; "none").
+by low-amplitude noise; "gray": project colours off the green-magenta axis; "none"), plus, with
+`resample_min_scale` < 1, resampling every patch so that JPEG block edges do not show where it
+was cut.
 
 Labels (`zoo.patches.NEIGHBOURS`): row-major over the 3x3 grid skipping the centre,
 0 top-left, 1 top, 2 top-right, 3 left, 4 right, 5 bottom-left, 6 bottom, 7 bottom-right.
@@ -43,9 +45,10 @@ class RelativePatchConfig(MethodConfig):
     drop_noise: float = 0.01         # noise std of dropped channels / kept channel's std (paper ~1/100)
     flip: bool = True                # random horizontal flip of the image before cutting (label follows)
     # < 1: every patch is resampled (bilinear) from a random sub-box of U(resample_min_scale, 1)
-    # of its box (zoo.patches.cut_patches). A defence against a shortcut the papers did not
-    # meet: in JPEG images the 8x8 block edges fall at fixed offsets, so with exact pixels the
-    # network can tell a neighbour's direction from where the edges fall in each patch.
+    # of its box (zoo.patches.cut_patches). A defence against a shortcut the papers' defences
+    # do not cover: in JPEG images the 8x8 block edges fall at fixed offsets, so with exact
+    # pixels the network can tell a neighbour's direction from where the edges fall in each
+    # patch (design note 22; whole-pixel jitter keeps the offsets readable).
     resample_min_scale: float = 1.0
     # Head: a shared per-patch layer (the paper's siamese fc6, 4096 units on AlexNet conv5) and a
     # layer on the concatenation (fc7, 4096). A ResNet's pooled features already play fc6's
