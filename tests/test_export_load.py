@@ -127,6 +127,21 @@ def test_existing_export_needs_overwrite(run_dir, exported):
     assert zoo.load(exported) is not None
 
 
+@pytest.mark.parametrize("scale,delta,accepted", [(1.0, 5e-5, True), (1.0, 2e-4, False), (0.01, 2e-4, False),
+                                                   (80.0, 5e-3, True), (80.0, 2e-2, False)])
+def test_converted_files_are_checked_relative_to_the_feature_scale(scale, delta, accepted):
+    """1e-4 of the largest |feature| (at least 1): relative patch's features reach ~80."""
+    from export.saved_model import ExportError, _check_converted
+    reference = scale * np.linspace(-1.0, 1.0, 12, dtype=np.float32).reshape(3, 4)
+    keras_model = lambda images: tf.constant(reference)  # noqa: E731
+    converted = lambda path, images: reference + np.float32(delta)  # noqa: E731
+    if accepted:
+        assert _check_converted("tflite", converted, "unused", keras_model, None) == pytest.approx(delta, rel=1e-3)
+    else:
+        with pytest.raises(ExportError, match="--tflite: the converted model's features differ"):
+            _check_converted("tflite", converted, "unused", keras_model, None)
+
+
 def test_caveat_is_in_the_metadata_and_card_and_warned_at_load(run_dir, exported, tmp_path):
     import warnings
     from export.cli import main as export_main

@@ -117,10 +117,11 @@ def test_preset_loads_offline_and_matches_its_fingerprint(name, monkeypatch):
 @pytest.mark.parametrize("name", slow_except(zoo.list_models(), keep=("simclr_resnet18w025_cifar10",)))
 def test_preset_round_trips_through_every_export_format(name, tmp_path):
     """export -> load: the Keras preset, both SavedModel signatures, TFLite and ONNX give the
-    shipped encoder's features (max |difference| 1e-4; measured ~1e-6 on features up to ~5)."""
+    shipped encoder's features (max |difference| 1e-4 of the features' scale when above 1;
+    measured ~1e-6 of it)."""
     import tensorflow as tf
     from export.cli import export_preset
-    from export.saved_model import run_onnx, run_tflite
+    from export.saved_model import converted_tolerance, run_onnx, run_tflite
     pytest.importorskip("tf2onnx")
     pytest.importorskip("onnxruntime")
     encoder = zoo.load(name)
@@ -136,7 +137,7 @@ def test_preset_round_trips_through_every_export_format(name, tmp_path):
         "onnx": run_onnx(os.path.join(folder, "model.onnx"), images),
     }
     for kind, out in outputs.items():
-        np.testing.assert_allclose(np.asarray(out), reference, rtol=0, atol=1e-4, err_msg=kind)
+        np.testing.assert_allclose(np.asarray(out), reference, rtol=0, atol=converted_tolerance(reference), err_msg=kind)
 
 
 def test_zoo_export_takes_a_registered_name(tmp_path, capsys):
