@@ -291,10 +291,9 @@ def _random_init_section(repo_root):
         report = json.load(f)
     knn = [r["knn_top1"] for r in report["runs"]]
     linear = [r["linear_top1"] for r in report["runs"]]
-    span = lambda v: f"{_pct(min(v))}-{_pct(max(v))}"  # noqa: E731
     return ["", "## The floor: an untrained encoder", "",
             f"The same backbone ({report['backbone']}) at random initialisation, {len(knn)} seeds, evaluated the "
-            f"same way on the same split ({report['split']}): kNN top-1 {span(knn)} %, linear top-1 {span(linear)} %. "
+            f"same way on the same split ({report['split']}): kNN top-1 {_span(knn)} %, linear top-1 {_span(linear)} %. "
             "A method whose numbers are near these learned little that transfers to whole-image classification.",
             "", "```bash", report["command"], "```"]
 
@@ -313,11 +312,15 @@ def block_floors(repo_root):
         if name.startswith("random_init_cifar10-") and name.endswith(".json"):
             with open(os.path.join(folder, name)) as f:
                 report = json.load(f)
-            span = lambda key: f"{_pct(min(r[key] for r in report['runs']))}-{_pct(max(r[key] for r in report['runs']))}"  # noqa: E731
-            rows.append({"layer": report["layer"], "feature_dim": report["runs"][0].get("feature_dim", "?"),
-                         "seeds": len(report["runs"]), "knn": span("knn_top1"), "linear": span("linear_top1"),
+            runs = report["runs"]
+            rows.append({"layer": report["layer"], "feature_dim": runs[0].get("feature_dim", "?"), "seeds": len(runs),
+                         "knn": _span([r["knn_top1"] for r in runs]), "linear": _span([r["linear_top1"] for r in runs]),
                          "split": report["split"], "command": report["command"]})
     return rows
+
+
+def _span(values):
+    return f"{_pct(min(values))}-{_pct(max(values))}"
 
 
 def _layer_probe_section(rows, floors=()):
