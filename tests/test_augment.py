@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from zoo import augment
 from zoo.methods.rotation import rotation_batch
+from numerics import bilinear_sample
 
 SEED = tf.constant([1, 2], tf.int32)
 
@@ -59,11 +60,7 @@ def _numpy_affine(image, angle, scale, t):
     for y in range(h):
         for x in range(w):
             sx, sy = rot @ (np.array([x, y]) - c - t) / scale + c
-            x0, y0 = math.floor(sx), math.floor(sy)
-            for yy, xx, wt in [(y0, x0, (1 - (sy - y0)) * (1 - (sx - x0))), (y0, x0 + 1, (1 - (sy - y0)) * (sx - x0)),
-                               (y0 + 1, x0, (sy - y0) * (1 - (sx - x0))), (y0 + 1, x0 + 1, (sy - y0) * (sx - x0))]:
-                if 0 <= yy < h and 0 <= xx < w:
-                    out[y, x] += wt * image[yy, xx]
+            out[y, x] = bilinear_sample(image, sy, sx)
     return out
 
 

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import zoo
+from numerics import bilinear_sample
 from zoo import patches
 
 SEED = tf.constant([1, 2], tf.int32)
@@ -98,16 +99,6 @@ def test_extract_patches_matches_numpy_slicing(rng):
             np.testing.assert_array_equal(got[b, k], images[b, y:y + 4, x:x + 4])
 
 
-def _bilinear(image, y, x):
-    """numpy bilinear sample of image [H, W, C] at float (y, x) in pixel-centre coordinates."""
-    y0, x0 = int(np.floor(y)), int(np.floor(x))
-    y1, x1 = min(y0 + 1, image.shape[0] - 1), min(x0 + 1, image.shape[1] - 1)
-    fy, fx = y - y0, x - x0
-    top = (1 - fx) * image[y0, x0] + fx * image[y0, x1]
-    bottom = (1 - fx) * image[y1, x0] + fx * image[y1, x1]
-    return (1 - fy) * top + fy * bottom
-
-
 def test_resample_boxes_matches_numpy_bilinear_sampling(rng):
     images = rng.uniform(size=(2, 12, 10, 3)).astype(np.float32)
     # (y1, x1, y2, x2) in pixel-centre coordinates, written by hand: one exact integer box,
@@ -119,7 +110,7 @@ def test_resample_boxes_matches_numpy_bilinear_sampling(rng):
     for b, k in itertools.product(range(2), range(2)):
         y1, x1, y2, x2 = boxes[b, k]
         for i, j in itertools.product(range(4), range(4)):
-            want = _bilinear(images[b], y1 + i * (y2 - y1) / 3, x1 + j * (x2 - x1) / 3)
+            want = bilinear_sample(images[b], y1 + i * (y2 - y1) / 3, x1 + j * (x2 - x1) / 3)
             np.testing.assert_allclose(got[b, k, i, j], want, atol=1e-5)
     np.testing.assert_allclose(got[0, 0], images[0, 2:6, 3:7], atol=1e-6)  # integer box = slicing
 

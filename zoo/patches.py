@@ -239,14 +239,19 @@ def resample_boxes(images, boxes, size):
     return tf.reshape(out, [batch, k, size, size, channels])
 
 
+def check_min_scale(min_scale, name="min_scale"):
+    """ValueError naming `name` unless 0 < min_scale <= 1 (the sub-box scale of `cut_patches`)."""
+    if not 0 < min_scale <= 1:
+        raise ValueError(f"{name}={min_scale}: the sub-box scale must be in (0, 1] (1 = exact pixels).")
+
+
 def cut_patches(images, corners, size, min_scale=1.0, seed=None):
     """The `size` px patches [B, K, size, size, C] at corners [B, K, 2]: exactly their pixels
     when min_scale is 1, otherwise each resampled from a random sub-box of scale
     U(min_scale, 1) (`sample_sub_boxes`). Resampling moves the edges of the 8x8 JPEG blocks
     by a random sub-pixel amount per patch and changes their spacing to 8 / s px, so the
     network cannot read a patch's position from where the block edges fall in it."""
-    if not 0 < min_scale <= 1:
-        raise ValueError(f"min_scale={min_scale}: the sub-box scale must be in (0, 1] (1 = exact pixels).")
+    check_min_scale(min_scale)
     if min_scale == 1:
         return extract_patches(images, corners, size)
     return resample_boxes(images, sample_sub_boxes(corners, size, min_scale, seed), size)

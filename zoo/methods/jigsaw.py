@@ -72,8 +72,7 @@ class Jigsaw(SSLMethod):
             raise ValueError(f"jigsaw: chromatic={c.chromatic!r}; choose one of {patches.CHROMATIC_MODES}.")
         if not 0 <= c.replace_tiles < 9:
             raise ValueError(f"jigsaw: replace_tiles={c.replace_tiles}; must be from 0 to 8.")
-        if not 0 < c.resample_min_scale <= 1:
-            raise ValueError(f"jigsaw: resample_min_scale={c.resample_min_scale}; must be in (0, 1] (1 = exact pixels).")
+        patches.check_min_scale(c.resample_min_scale, "jigsaw: resample_min_scale")
         self.unit_range_views = not c.normalize_tiles
         self.cut_size = c.cut_size or c.image_size
         self.geometry = patches.grid_geometry(self.cut_size, c.crop_fraction, c.tile_fraction)

@@ -93,9 +93,7 @@ class RelativePatch(SSLMethod):
         c = self.config
         if c.chromatic not in patches.CHROMATIC_MODES:
             raise ValueError(f"relative_patch: chromatic={c.chromatic!r}; choose one of {patches.CHROMATIC_MODES}.")
-        if not 0 < c.resample_min_scale <= 1:
-            raise ValueError(f"relative_patch: resample_min_scale={c.resample_min_scale}; must be in (0, 1] "
-                             "(1 = exact pixels).")
+        patches.check_min_scale(c.resample_min_scale, "relative_patch: resample_min_scale")
         self.cut_size = c.cut_size or c.image_size
         self.geometry = patches.pair_geometry(self.cut_size, c.patch_fraction, c.gap_fraction, c.jitter_fraction)
         if self.geometry.patch > c.image_size:
