@@ -101,7 +101,9 @@ def test_loaded_encoder_fine_tunes_above_chance(exported):
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     train, val = zoo.data.load_arrays("shapes?n=1200", "train"), zoo.data.load_arrays("shapes?n=1200", "val")
-    model.fit(train.images, train.labels, batch_size=50, epochs=4, verbose=0)
+    # 8 epochs: after 4 the val accuracy was still climbing from chance (0.18-0.39 over seeds
+    # and CPU kinds, against a 0.3 bound); after 8 it measured 0.555-0.655 over 4 seeds.
+    model.fit(train.images, train.labels, batch_size=50, epochs=8, verbose=0)
     accuracy = model.evaluate(val.images, val.labels, verbose=0)[1]
     assert accuracy > 0.3  # chance: 0.1
 

@@ -77,25 +77,20 @@ def test_every_trainable_variable_gets_a_gradient(name):
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_fit_steps_are_finite_and_change_the_loss(name):
+def test_fit_steps_change_the_loss_and_a_checkpoint_reproduces_it(name, tmp_path):
+    """Three fit steps: finite logs and weights, the loss moves; the weights file then restores
+    the loss exactly into a model with other initial weights, and the optimizer's step count.
+    (One test, so that the train step is traced once per method.)"""
     method = _method(name)
     method.compile(optimizer=_sgd())
     views = _views(method)
     before = float(method.pretext_loss(views, training=False)[0])
     history = method.fit(tf.data.Dataset.from_tensors(views).repeat(3), epochs=1, verbose=0)
-    after = float(method.pretext_loss(views, training=False)[0])
+    expected = float(method.pretext_loss(views, training=False)[0])
     assert all(np.isfinite(v) for values in history.history.values() for v in values)
     assert np.all([np.all(np.isfinite(w)) for w in method.get_weights()])
-    assert abs(after - before) > 1e-4
+    assert abs(expected - before) > 1e-4
 
-
-@pytest.mark.parametrize("name", METHODS)
-def test_checkpoint_round_trip_reproduces_the_loss(name, tmp_path):
-    method = _method(name)
-    method.compile(optimizer=_sgd())
-    views = _views(method)
-    method.fit(tf.data.Dataset.from_tensors(views).repeat(2), epochs=1, verbose=0)
-    expected = float(method.pretext_loss(views, training=False)[0])
     method.save_weights(tmp_path / "m.weights.h5")
     keras.utils.set_random_seed(99)  # different initial weights
     restored = zoo.create(name, **TINY)
@@ -104,27 +99,55 @@ def test_checkpoint_round_trip_reproduces_the_loss(name, tmp_path):
     restored.optimizer.build(restored.trainable_variables)
     restored.load_weights(tmp_path / "m.weights.h5")
     assert float(restored.pretext_loss(views, training=False)[0]) == pytest.approx(expected, rel=1e-6, abs=1e-6)
-    assert int(restored.optimizer.iterations.numpy()) == 2
+    assert int(restored.optimizer.iterations.numpy()) == 3
 
 
-@pytest.mark.parametrize("name", METHODS)
-def test_two_replicas_compute_the_same_loss_and_gradients_as_one_device(name, two_device_strategy):
+@pytest.fixture
+def float64_policy():
+    """Every layer built in the test computes (and keeps its weights) in float64."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float64")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+# 15-50 s per method in float64: by default one method of each way of using the global batch
+# (cross-replica negatives, queue + shuffle-BN, memory bank, momentum target, batch statistics,
+# Sinkhorn, centring, nearest-neighbour support set) and the two the AVX2 machines failed in
+# float32 (counting, amdim); every method under -m slow.
+_TWO_REPLICA_KEEP = ("simclr", "moco", "npid", "byol", "barlow_twins", "swav", "dino", "nnclr", "counting", "amdim")
+
+
+@pytest.mark.parametrize("name", slow_except(METHODS, keep=_TWO_REPLICA_KEEP))
+def test_two_replicas_compute_the_same_loss_and_gradients_as_one_device(name, two_device_strategy, float64_policy):
+    """Same global batch, same weights: the loss and every gradient on 2 replicas equal one
+    device's. In float64, because the point is that the two are the same computation: in float32
+    the kernels of each CPU kind sum in their own order (Eigen blocks by cache size), which moved
+    counting's stem gradient by 3e-3 of its size on the AVX2 machines. In float64 (the losses
+    still round their own arithmetic to float32) the largest difference measured 5e-7 of a
+    gradient's size; a loss that uses per-replica statistics or the wrong replica count is off
+    by 1e-2 or more. Gradients are compared relative to the larger of their own size and 1e-6
+    of the largest gradient of the model, since some are zero up to round-off (a bias followed
+    by batch norm)."""
     single = _method(name, sync_bn=True)
     views = _views(single)
     with tf.GradientTape() as tape:
         loss, _ = single.pretext_loss(views, training=True)
-    grads = tape.gradient(loss, single.trainable_variables)
+    grads = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, single.trainable_variables)]
 
     strategy = two_device_strategy
     with strategy.scope():
         mirrored = _method(name, sync_bn=True)
+    assert mirrored.encoder.compute_dtype == "float64"
     mirrored.set_weights(single.get_weights())
     dist_loss, dist_grads = global_loss_and_gradients(strategy, mirrored, views)
     np.testing.assert_allclose(float(dist_loss), float(loss), rtol=1e-5)
+    largest = max(np.abs(g).max() for g in grads)
     for v, g1, g2 in zip(single.trainable_variables, grads, dist_grads):
-        g1 = tf.convert_to_tensor(g1).numpy()
-        scale = max(np.abs(g1).max(), 1e-8)
-        assert np.abs(g1 - g2.numpy()).max() / scale < 1e-4, v.path
+        scale = max(np.abs(g1).max(), 1e-6 * largest, 1e-12)
+        assert np.abs(g1 - g2.numpy()).max() / scale < 1e-5, v.path
 
 
 # By default: a method with cross-replica negatives, one with a queue and shuffle-BN, one with a
@@ -155,7 +178,9 @@ def test_fit_under_mirrored_strategy_matches_one_device(name, two_device_strateg
     assert losses[1] == pytest.approx(losses[2], rel=1e-5)
 
 
-@pytest.mark.parametrize("name", METHODS)
+# The base class's path (views made inside the step) is the same for every method, and every
+# method's make_views runs in a graph in test_pipeline_batches_have_static_shapes: a few here.
+@pytest.mark.parametrize("name", slow_except(METHODS, keep=("simclr", "rotation", "swav")))
 def test_fit_on_plain_image_batches_makes_views_in_the_step(name):
     method = _method(name)
     method.compile(optimizer=_sgd())
@@ -178,7 +203,10 @@ def test_pipeline_batches_have_static_shapes(name):
     assert spec and all(s.shape.is_fully_defined() for s in spec.values()), spec
 
 
-@pytest.mark.parametrize("name", METHODS)
+# ~7 s per method on the fast machine kind: by default a method with cross-replica negatives,
+# one with a queue and shuffle-BN, one with Sinkhorn and multi-crop, one with a nearest-neighbour
+# lookup; every method under -m slow.
+@pytest.mark.parametrize("name", slow_except(METHODS, keep=("simclr", "moco", "swav", "nnclr")))
 def test_train_step_lowers_to_xla(name):
     """The whole train step (views in, loss, gradients, optimizer update, metrics) lowers to XLA
     HLO: no py_function, no string op, no op without an XLA kernel, no shape XLA rejects, i.e.
@@ -206,19 +234,27 @@ def test_fit_with_jit_compile(name):
     assert any(np.abs(w - w0).max() > 0 for w, w0 in zip(method.get_weights(), before))
 
 
-@pytest.fixture(params=["mixed_bfloat16", "mixed_float16"])
+@pytest.fixture
 def mixed_policy(request):
-    """The global dtype policy for one test, restored afterwards."""
+    """The global dtype policy named by the test's `policy` parameter, restored afterwards."""
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(request.param)
+    keras.config.set_dtype_policy(request.node.callspec.params["policy"])
     try:
-        yield request.param
+        yield request.node.callspec.params["policy"]
     finally:
         keras.config.set_dtype_policy(previous)
 
 
-@pytest.mark.parametrize("name", METHODS)
-def test_fit_under_mixed_precision(name, mixed_policy):
+# mixed_bfloat16 for every method; mixed_float16 (the GPU path: loss scaling in the generic
+# train_step, the same for every method) for a few by default, every method under -m slow.
+_FLOAT16_KEEP = ("simclr", "moco", "byol", "swav")
+MIXED_CASES = [pytest.param(name, "mixed_bfloat16", id=f"{name}-mixed_bfloat16") for name in METHODS] + [
+    pytest.param(name, "mixed_float16", id=f"{name}-mixed_float16",
+                 marks=() if name in _FLOAT16_KEEP else pytest.mark.slow) for name in METHODS]
+
+
+@pytest.mark.parametrize("name,policy", MIXED_CASES)
+def test_fit_under_mixed_precision(name, policy, mixed_policy):
     """mixed_bfloat16 (CPUs, TPUs) and mixed_float16 (GPUs: Keras wraps the optimizer in a
     LossScaleOptimizer and the generic train_step scales the loss): the network computes in 16
     bits, the loss comes out in float32, and fit steps are finite and move the float32 weights.

@@ -24,7 +24,7 @@ def test_readme_lists_every_method_with_its_recipes():
     import re
     import zoo
     with open(os.path.join(ROOT, "README.md")) as f:
-        listed = set(re.findall(r"^\| `([a-z_]+)` \|", f.read(), re.M))
+        listed = set(re.findall(r"^\| `([a-z0-9_]+)` \|", f.read(), re.M))
     for name in zoo.list_methods():
         assert name in listed, f"README's Methods table misses {name}"
         for kind in ("cifar10", "imagenet"):

@@ -91,6 +91,9 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     epochs = [json.loads(line)["epoch"] for line in open(interrupted / "metrics.jsonl")]
     assert epochs == sorted(set(epochs)) and epochs[-1] == 2, epochs
     assert all(0.0 <= r["val_knn_top1"] <= 1.0 for r in rows)
+    # the collapse monitors, every epoch: std x sqrt(D) in (0, 1.5), effective rank in [1, D]
+    assert all(0.0 < r["embedding_std_ratio"] < 1.5 and 1.0 <= r["effective_rank"] <= 64 for r in rows)
+    assert all(r["embedding_std"] == pytest.approx(r["embedding_std_ratio"] / 8.0) for r in rows)  # D = 64
     assert glob.glob(str(straight / "tensorboard" / "**" / "events.*"), recursive=True)
     assert "kNN top-1 on val" in open(straight / "train.log").read()
     with open(straight / "config.yaml") as f:
@@ -111,6 +114,30 @@ def test_metrics_file_drops_the_rows_of_epochs_that_will_be_trained_again(tmp_pa
     assert [json.loads(line)["epoch"] for line in path.read_text().splitlines()] == [1, 2]
     MetricsFile(str(path), completed_epochs=0)  # trained again from scratch in the same folder
     assert path.read_text() == ""
+
+
+def test_collapse_monitor_warns_naming_the_epoch():
+    import keras
+    from trainers.callbacks import CollapseMonitor
+
+    class Constant(keras.Model):  # an encoder that maps every image to the same features
+        def __init__(self):
+            super().__init__()
+            self.encoder = keras.Sequential([keras.layers.GlobalAveragePooling2D(),
+                                             keras.layers.Dense(16, kernel_initializer="zeros", bias_initializer="ones")])
+
+    images = np.random.default_rng(0).integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+    warnings, infos, logs = [], [], {}
+    monitor = CollapseMonitor(images, log=infos.append, warn=warnings.append)
+    monitor.set_model(Constant())
+    monitor.on_epoch_end(2, logs)
+    assert len(warnings) == 1 and "epoch 3" in warnings[0] and "collapsed" in warnings[0] and not infos
+    assert logs["embedding_std"] < 1e-6 and logs["effective_rank"] == 0.0
+
+    healthy = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(16)])
+    monitor.model.encoder = healthy
+    monitor.on_epoch_end(3, logs)
+    assert len(warnings) == 1 and "epoch 4" in infos[0] and logs["embedding_std_ratio"] > 0.1
 
 
 def test_run_folder_with_another_recipe_is_refused(tmp_path):

@@ -152,6 +152,33 @@ class KNNMonitor(keras.callbacks.Callback):
             self.log(f"epoch {done}: kNN top-1 on val = {top1:.4f} ({time.time() - start:.1f} s)")
 
 
+class CollapseMonitor(keras.callbacks.Callback):
+    """After every epoch: the collapse monitors of the encoder's features on `images` (a fixed
+    set of at most `max_images` uint8 images; zoo.eval.collapse), added to the epoch logs as
+    `embedding_std`, `embedding_std_ratio` (std x sqrt(D), ~1 when spread out) and
+    `effective_rank`, so metrics.jsonl and TensorBoard record them. A collapsed encoder (std
+    ratio below 0.02 or effective rank below 1.5) is reported with `warn`, naming the epoch."""
+
+    def __init__(self, images, max_images=2000, log=print, warn=print):
+        super().__init__()
+        self.images = images[:max_images]
+        self.log, self.warn = log, warn
+
+    def on_epoch_end(self, epoch, logs=None):
+        from zoo.eval import collapse_stats, extract_features
+        stats = collapse_stats(extract_features(self.model.encoder, self.images, verbose=False))
+        if logs is not None:
+            logs.update({k: v for k, v in stats.items() if k != "collapsed"})
+        summary = (f"embedding std {stats['embedding_std']:.4f} (x sqrt(D) = {stats['embedding_std_ratio']:.3f}), "
+                   f"effective rank {stats['effective_rank']:.1f}")
+        if stats["collapsed"]:
+            self.warn(f"WARNING: epoch {epoch + 1}: the representation has collapsed ({summary}): every image gets "
+                      "nearly the same features. Lower the learning rate, check the recipe against the paper's, "
+                      "or stop this run.")
+        else:
+            self.log(f"epoch {epoch + 1}: {summary}")
+
+
 class MetricsFile(keras.callbacks.Callback):
     """Appends one JSON line per epoch (all logs, global step, the epoch's wall time) to `path`.
 

@@ -80,7 +80,7 @@ def compile_method(method, recipe, steps_per_epoch):
     x sqrt(batch) (SimCLR), where batch = batch_size x accumulate_steps (the batch of one
     update); `accumulate_steps` k: one update per k batches; `jit_compile`: XLA."""
     import tensorflow as tf
-    from zoo.optimizers import make_optimizer, scale_learning_rate
+    from zoo.optimizers import constant_lr_variables, make_optimizer, scale_learning_rate
     opt = dict(recipe["optimizer"])
     name = opt.pop("name")
     warmup_epochs = opt.pop("warmup_epochs", 0)
@@ -98,7 +98,7 @@ def compile_method(method, recipe, steps_per_epoch):
                  f"(update batch {batch}; batch-norm statistics and negatives stay per batch)")
     total = recipe["epochs"] * steps_per_epoch  # in batches: the schedule counts batches
     optimizer = make_optimizer(name, lr, warmup_steps=int(warmup_epochs * steps_per_epoch), total_steps=total,
-                               accumulate_steps=k, **opt)
+                               accumulate_steps=k, constant_lr_variables=constant_lr_variables(method), **opt)
     jit = recipe.get("jit_compile")
     if jit is None or isinstance(method.distribute_strategy, tf.distribute.TPUStrategy):
         jit = "auto"  # Keras: on for one GPU, off on CPUs and under tf.distribute (a TPU compiles anyway)
@@ -210,7 +210,7 @@ def _train(recipe, out, run_dir, restore, start_step, strategy, verbose, train_d
     """The body of `train`, writing into `run_dir` (`out` on the chief)."""
     import keras
     import tensorflow as tf
-    from trainers.callbacks import Checkpointer, KNNMonitor, MetricsFile
+    from trainers.callbacks import Checkpointer, CollapseMonitor, KNNMonitor, MetricsFile
     from zoo.distribute import is_chief, is_multi_worker, num_workers, replica_disagreement
     from zoo.pipeline import pretext_dataset, steps_per_epoch
 
@@ -239,6 +239,7 @@ def _train(recipe, out, run_dir, restore, start_step, strategy, verbose, train_d
         return restore
     with strategy.scope():
         compile_method(method, recipe, spe)
+    method.total_steps = total  # schedules over the whole run (BYOL's momentum) read it
     if strategy.num_replicas_in_sync > 1:
         workers = f" on {num_workers(strategy)} workers" if multi_worker else ""
         log.info(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas{workers}, "
@@ -262,6 +263,8 @@ def _train(recipe, out, run_dir, restore, start_step, strategy, verbose, train_d
             callbacks.append(KNNMonitor(train_data.images, train_data.labels, val_data.images, val_data.labels,
                                         train_data.num_classes, recipe["knn_every_epochs"], last_epoch=epochs,
                                         log=log.info, **recipe["knn"]))
+        monitor_images = val_data.images if len(val_data.images) >= 2 else train_images
+        callbacks.append(CollapseMonitor(monitor_images, log=log.info, warn=log.warning))
         callbacks += [MetricsFile(os.path.join(out, "metrics.jsonl"), completed_epochs=start_step // spe),
                       keras.callbacks.TensorBoard(os.path.join(out, "tensorboard"), update_freq=50)]
     previous_handlers = {sig: signal.signal(sig, checkpointer.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -15,6 +15,11 @@ import os as _os
 
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+# oneDNN kernels: TensorFlow turns them on by itself only on the CPUs it was tuned for; on the
+# AVX2-only CPUs here it leaves them off although they measured 1.6-1.75x faster there
+# (benchmarks/RESULTS.md). Read when TensorFlow is imported, so it must be set before that:
+# `import zoo` first, or set TF_ENABLE_ONEDNN_OPTS=0 to keep TensorFlow's own choice.
+_os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 

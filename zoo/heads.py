@@ -1,5 +1,6 @@
 """Heads that sit on the encoder during pre-training and are thrown away afterwards."""
 import keras
+import tensorflow as tf
 from keras import layers
 
 
@@ -22,3 +23,83 @@ def linear_classifier(input_dim, num_classes, name="classifier"):
     """A single Dense layer from features to class logits."""
     inputs = keras.Input((input_dim,))
     return keras.Model(inputs, layers.Dense(num_classes, name=f"{name}_dense")(inputs), name=name)
+
+
+def mlp_head(input_dim, hidden_dim, output_dim, num_layers=2, output_bn=False, sync_bn=False, name="mlp",
+             output_bias=True):
+    """The projectors and predictors of BYOL, SimSiam and MoCo v3: (Dense -> BN -> ReLU) x
+    (num_layers - 1) -> Dense, then, if `output_bn`, a BN without scale and offset (SimSiam's
+    and MoCo v3's `BatchNorm1d(affine=False)`). Hidden Dense layers have no bias (BN follows);
+    the output Dense has one unless BN follows it or `output_bias` is False (Barlow Twins and
+    VICReg, whose losses do not change when every embedding is shifted: it would get no gradient)."""
+    inputs = keras.Input((input_dim,))
+    x = inputs
+    for i in range(num_layers - 1):
+        x = layers.Dense(hidden_dim, use_bias=False, name=f"{name}_dense{i + 1}")(x)
+        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_bn{i + 1}")(x)
+        x = layers.ReLU()(x)
+    x = layers.Dense(output_dim, use_bias=output_bias and not output_bn, name=f"{name}_out")(x)
+    if output_bn:
+        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, center=False, scale=False, synchronized=sync_bn,
+                                      name=f"{name}_out_bn")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def multi_crop_forward(encoder, crop_groups, head=None, training=False):
+    """Encoder (+ head) outputs of every crop of multi-crop views, [V, B, D] with crop v of image
+    i at [v, i], crops in the order of `crop_groups` (a list of [B, k, h, w, 3] tensors, one size
+    per group, e.g. the large then the small crops). As in the SwAV and DINO code, the encoder
+    runs once per crop size on that size's crops concatenated along the batch axis (crop-major:
+    one batch-norm batch of k*B images), and the head once on the features of all V crops."""
+    features = []
+    for crops in crop_groups:
+        if crops.shape[1] == 0:
+            continue
+        x = tf.reshape(tf.transpose(crops, [1, 0, 2, 3, 4]), [-1, *crops.shape[2:]])  # row k*B + i
+        features.append(encoder(x, training=training))
+    out = tf.concat(features, axis=0)
+    if head is not None:
+        out = head(out, training=training)
+    views = sum(crops.shape[1] for crops in crop_groups)
+    return tf.reshape(out, [views, -1, out.shape[-1]])
+
+
+class WeightNormalizedDense(layers.Layer):
+    """x @ (V / ||V||): a Dense layer without bias whose every output unit's weight vector (a
+    column of V) is divided by its norm in the forward pass, i.e. weight normalisation (Salimans
+    & Kingma 2016) with the gain fixed at 1, DINO's last layer (`norm_last_layer=True`)."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units),
+                                      initializer="glorot_uniform")
+
+    def call(self, x):
+        return tf.matmul(x, tf.math.l2_normalize(tf.cast(self.kernel, x.dtype), axis=0))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def dino_head(input_dim, hidden_dim=2048, bottleneck_dim=256, output_dim=65536, num_layers=3, batch_norm=False,
+              sync_bn=False, name="dino_head"):
+    """DINO's projection head (Caron et al. 2021, appendix; the official DINOHead): (Dense ->
+    [BN] -> GELU) x (num_layers - 1) -> Dense to `bottleneck_dim` -> L2-normalise -> weight-
+    normalised Dense to `output_dim` without bias. Dense layers start from a truncated normal
+    (std 0.02) with zero biases, as in the official code. The last layer computes in float32
+    (its outputs are divided by a teacher temperature of 0.04)."""
+    init = keras.initializers.TruncatedNormal(stddev=0.02)
+    inputs = keras.Input((input_dim,))
+    x = inputs
+    for i in range(num_layers - 1):
+        x = layers.Dense(hidden_dim, kernel_initializer=init, name=f"{name}_dense{i + 1}")(x)
+        if batch_norm:
+            x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_bn{i + 1}")(x)
+        x = layers.Activation("gelu", name=f"{name}_gelu{i + 1}")(x)
+    x = layers.Dense(bottleneck_dim, kernel_initializer=init, name=f"{name}_bottleneck")(x)
+    x = layers.UnitNormalization(axis=-1, name=f"{name}_l2")(x)
+    x = WeightNormalizedDense(output_dim, dtype="float32", name=f"{name}_last")(x)
+    return keras.Model(inputs, x, name=name)

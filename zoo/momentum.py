@@ -26,6 +26,8 @@ stay identical, like the optimizer's own update. Under the default strategy it i
 assign. Inside one `tf.function` automatic control dependencies order it after the
 optimizer's writes to the online weights.
 """
+import math
+
 import keras
 import tensorflow as tf
 
@@ -70,6 +72,13 @@ def momentum_pairs(target, online):
     return [t for t, _ in pairs], [o for _, o in pairs]
 
 
+def cosine_schedule(start, end, progress):
+    """start -> end along half a cosine as `progress` goes 0 -> 1 (BYOL's target momentum
+    0.996 -> 1, DINO's teacher momentum): end - (end - start) * (cos(pi * progress) + 1) / 2."""
+    progress = tf.cast(progress, tf.float32)
+    return end - (end - start) * (tf.cos(math.pi * progress) + 1.0) / 2.0
+
+
 def _tf_variable(v):
     return v.value if isinstance(v, keras.Variable) else v
 
@@ -95,4 +104,4 @@ def ema_update(target_vars, online_vars, m):
     return tf.distribute.get_replica_context().merge_call(update, args=(m,))
 
 
-__all__ = ["copy_weights", "freeze", "momentum_pairs", "ema_update"]
+__all__ = ["copy_weights", "freeze", "momentum_pairs", "ema_update", "cosine_schedule"]

@@ -215,14 +215,44 @@ class _AccumulateAcrossReplicas:
         tf.distribute.get_replica_context().merge_call(cross_replica, args=(grads,))
 
 
-_ACCUMULATING = {}
+class _ConstantRateFor:
+    """A learning rate that stays at `constant_learning_rate` for the variables whose `id` is in
+    `constant_lr_ids`, while the others follow the optimizer's schedule (SimSiam, Chen & He 2021,
+    section 4.4: the predictor's rate is not decayed). Keras 3 has no per-variable rate; every
+    Keras optimizer (and LARS) passes the current rate to `update_step`, so that is where it is
+    swapped. Decoupled weight decay (AdamW, Lamb) still scales with the scheduled rate."""
+    constant_lr_ids = frozenset()
+    constant_learning_rate = 0.0
+
+    def build(self, var_list):
+        super().build(var_list)
+        # Decided here, on the Keras variables (inside update_step under tf.distribute they are
+        # per-replica components), by the index Keras gives each variable.
+        self._constant_rate_flags = [id(v) in self.constant_lr_ids for v in var_list]
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self._constant_rate_flags[self._get_variable_index(variable)]:
+            learning_rate = ops.cast(self.constant_learning_rate, ops.dtype(learning_rate))
+        return super().update_step(gradient, variable, learning_rate)
 
 
-def _accumulating(cls):
-    """`cls` with `_AccumulateAcrossReplicas` mixed in (one subclass per optimizer class)."""
-    if cls not in _ACCUMULATING:
-        _ACCUMULATING[cls] = type(cls.__name__, (_AccumulateAcrossReplicas, cls), {"__module__": cls.__module__})
-    return _ACCUMULATING[cls]
+_SUBCLASSES = {}
+
+
+def _with_mixins(cls, mixins):
+    """`cls` with `mixins` mixed in (one subclass per combination)."""
+    if not mixins:
+        return cls
+    key = (cls, *mixins)
+    if key not in _SUBCLASSES:
+        _SUBCLASSES[key] = type(cls.__name__, (*mixins, cls), {"__module__": cls.__module__})
+    return _SUBCLASSES[key]
+
+
+def constant_lr_variables(method):
+    """The trainable variables of the sub-models a method names in its `constant_lr_layers`
+    (e.g. SimSiam's `("predictor",)`): pass them to `make_optimizer(constant_lr_variables=...)`."""
+    return [v for name in getattr(method, "constant_lr_layers", ()) for v in getattr(method, name).trainable_variables]
 
 
 OPTIMIZERS = ("adam", "adamw", "lamb", "lars", "sgd")
@@ -237,6 +267,7 @@ def make_optimizer(
     warmup_steps=0,
     total_steps=None,
     accumulate_steps=1,
+    constant_lr_variables=(),
     **kwargs,
 ):
     """Build an optimizer by name; `kwargs` go to its constructor (e.g. `nesterov`, `eta`).
@@ -258,6 +289,9 @@ def make_optimizer(
     model without batch norm; batch-norm statistics and in-batch negatives stay per batch).
     `iterations` then counts updates; the schedule is evaluated at the batch count, so give
     `warmup_steps` and `total_steps` in batches.
+
+    `constant_lr_variables`: variables trained at the constant rate `learning_rate` (the peak),
+    without warm-up or decay, e.g. SimSiam's predictor (`constant_lr_variables(method)`).
     """
     if accumulate_steps > 1:
         kwargs["gradient_accumulation_steps"] = int(accumulate_steps)
@@ -266,15 +300,28 @@ def make_optimizer(
         close = difflib.get_close_matches(key, OPTIMIZERS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"Unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}.{hint}")
+    peak = learning_rate
     if total_steps is not None:
         learning_rate = WarmupCosine(learning_rate, warmup_steps, total_steps)
     elif warmup_steps:
         raise ValueError("warmup_steps needs total_steps (the end of the cosine decay).")
-    decay = weight_decay or None  # Keras optimizers: None disables their decoupled decay.
     cls = {"sgd": LARS, "lars": LARS, "adamw": keras.optimizers.AdamW, "lamb": keras.optimizers.Lamb,
            "adam": keras.optimizers.Adam}[key]
+    constant_ids = frozenset(id(v) for v in constant_lr_variables)
+    mixins = []
     if accumulate_steps > 1:
-        cls = _accumulating(cls)
+        mixins.append(_AccumulateAcrossReplicas)
+    if constant_ids:
+        mixins.append(_ConstantRateFor)
+    optimizer = _construct(_with_mixins(cls, tuple(mixins)), key, learning_rate, momentum, weight_decay, kwargs)
+    if constant_ids:
+        optimizer.constant_lr_ids = constant_ids
+        optimizer.constant_learning_rate = float(peak)
+    return optimizer
+
+
+def _construct(cls, key, learning_rate, momentum, weight_decay, kwargs):
+    decay = weight_decay or None  # Keras optimizers: None disables their decoupled decay.
     if key == "sgd":
         return cls(
             learning_rate,

@@ -45,16 +45,23 @@ def random_resized_crop(images, size, seed, scale=(0.08, 1.0), ratio=(3 / 4, 4 /
     resized to size x size. Boxes that would leave the image are clipped to it (torchvision
     instead retries 10 times; the clip changes the distribution only for extreme ratios)."""
     b = tf.shape(images)[0]
+    boxes = random_crop_boxes(b, seed, scale, ratio)
+    return tf.image.crop_and_resize(images, boxes, tf.range(b), [size, size])
+
+
+def random_crop_boxes(batch, seed, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """The boxes of `random_resized_crop`: [batch, 4] (y0, x0, y1, x1) as fractions of the
+    image side, area fraction uniform in `scale`, aspect ratio w/h log-uniform in `ratio`,
+    clipped to the image."""
     s_area, s_ratio, s_y, s_x = split_seed(seed, 4)
-    area = _uniform([b], s_area, scale[0], scale[1])
-    log_r = _uniform([b], s_ratio, math.log(ratio[0]), math.log(ratio[1]))
+    area = _uniform([batch], s_area, scale[0], scale[1])
+    log_r = _uniform([batch], s_ratio, math.log(ratio[0]), math.log(ratio[1]))
     r = tf.exp(log_r)
     h = tf.minimum(tf.sqrt(area / r), 1.0)
     w = tf.minimum(tf.sqrt(area * r), 1.0)
-    y0 = _uniform([b], s_y, 0.0, 1.0) * (1.0 - h)
-    x0 = _uniform([b], s_x, 0.0, 1.0) * (1.0 - w)
-    boxes = tf.stack([y0, x0, y0 + h, x0 + w], axis=1)
-    return tf.image.crop_and_resize(images, boxes, tf.range(b), [size, size])
+    y0 = _uniform([batch], s_y, 0.0, 1.0) * (1.0 - h)
+    x0 = _uniform([batch], s_x, 0.0, 1.0) * (1.0 - w)
+    return tf.stack([y0, x0, y0 + h, x0 + w], axis=1)
 
 
 def random_crop_with_padding(images, seed, padding):
@@ -165,3 +172,57 @@ def affine_transform(images, angles, scales=None, translations=None, fill_mode="
     return tf.raw_ops.ImageProjectiveTransformV3(
         images=images, transforms=transforms, output_shape=tf.shape(images)[1:3], fill_value=0.0,
         interpolation=interpolation.upper(), fill_mode=fill_mode.upper())
+
+
+def solarize(images, seed, p=0.2, threshold=0.5):
+    """Solarization (BYOL, Grill et al. 2020, appendix B): with probability p per image, every
+    pixel value x >= threshold becomes 1 - x (x < threshold is kept)."""
+    solarized = tf.where(images < threshold, images, 1.0 - images)
+    return _where(_bernoulli(tf.shape(images)[0], p, seed), solarized, images)
+
+
+def byol_view(images, size, seed, crop_scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8,
+              grayscale_p=0.2, blur_p=0.0, solarize_p=0.0):
+    """One view of BYOL's augmentations (Grill et al. 2020, appendix B, table 6), also MoCo v3's
+    and, with jitter (0.4, 0.4, 0.4, 0.1) and blur_p 0.5, SimSiam's (MoCo v2's): crop-resize,
+    flip, colour jitter (brightness, contrast, saturation, hue) with p `jitter_p`, greyscale,
+    Gaussian blur with p `blur_p` (sigma 0.1-2, kernel 10% of the side), solarize with p
+    `solarize_p`. BYOL's two views differ: blur 1.0 / 0.1, solarize 0.0 / 0.2."""
+    s_crop, s_flip, s_jit, s_jp, s_gray, s_blur, s_sol = split_seed(seed, 7)
+    b = tf.shape(images)[0]
+    x = random_flip(random_resized_crop(images, size, s_crop, scale=tuple(crop_scale)), s_flip)
+    x = _where(_bernoulli(b, jitter_p, s_jp), color_jitter(x, s_jit, *jitter), x)
+    x = _where(_bernoulli(b, grayscale_p, s_gray), grayscale(x), x)
+    if blur_p > 0:
+        x = gaussian_blur(x, s_blur, p=blur_p)
+    if solarize_p > 0:
+        x = solarize(x, s_sol, p=solarize_p)
+    return x
+
+
+def multi_crop(images, seed, large_size, small_size, num_large=2, num_small=6, large_scale=(0.14, 1.0),
+               small_scale=(0.05, 0.14), view=None, large_kwargs=None, small_kwargs=None):
+    """Multi-crop views (SwAV, Caron et al. 2020, section 3.2; DINO 2021): `num_large` crops of
+    `large_size` px covering `large_scale` of the image area and `num_small` crops of
+    `small_size` px covering `small_scale` (the papers: 2 x 224 px at 0.14-1 and 6 or 10 x 96 px
+    at 0.05-0.14), each with its own random box and photometric augmentation.
+
+    `view(images, size, seed, crop_scale=..., **kwargs)` makes one crop (default `simclr_view`);
+    `large_kwargs` / `small_kwargs`: its extra arguments, one dict for all crops of that size or
+    a list with one dict per crop (DINO's two global crops differ in blur and solarization).
+    Returns (large [B, num_large, large_size, large_size, 3], small [B, num_small, small_size,
+    small_size, 3]): crop k of image i is large[i, k]."""
+    view = simclr_view if view is None else view
+    seeds = split_seed(seed, num_large + num_small)
+
+    def crops(count, size, scale, kwargs, first):
+        kwargs = kwargs if isinstance(kwargs, (list, tuple)) else [kwargs or {}] * count
+        if len(kwargs) != count:
+            raise ValueError(f"multi_crop: {len(kwargs)} argument dicts for {count} crops.")
+        out = [view(images, size, seeds[first + k], crop_scale=tuple(scale), **kwargs[k]) for k in range(count)]
+        if not out:
+            return tf.zeros([tf.shape(images)[0], 0, size, size, 3], images.dtype)
+        return tf.stack(out, axis=1)
+
+    return (crops(num_large, large_size, large_scale, large_kwargs, 0),
+            crops(num_small, small_size, small_scale, small_kwargs, num_large))

@@ -332,3 +332,7 @@ __all__ = ["nt_xent", "nt_xent_logits", "gather_across_replicas", "cross_entropy
            "supcon_logits", "supcon_loss_from_logits", "supcon_loss", "triplet_pairs", "triplet_batch_all",
            "triplet_batch_hard", "triplet_semi_hard", "TRIPLET_MINING", "triplet_loss",
            "mi_jsd", "mi_dv", "mi_infonce", "infonce_loss", "mi_loss", "MI_ESTIMATORS", "same_image_mask", "tanh_clip"]
+from zoo.losses.siamese import byol_loss, mocov3_logits, mocov3_loss, negative_cosine, simsiam_loss  # noqa: E402,F401
+from zoo.losses.clustering import dino_batch_center, dino_loss, sinkhorn, swav_loss  # noqa: E402,F401
+from zoo.losses.decorrelation import barlow_twins_loss, barlow_twins_terms, vicreg_loss, vicreg_terms  # noqa: E402,F401
+from zoo.losses.nearest_neighbour import nearest_neighbours, nnclr_logits, nnclr_loss  # noqa: E402,F401

@@ -51,6 +51,10 @@ class SSLMethod(keras.Model):
     uses_example_ids = False
     # False for methods whose image views are normalised per patch (jigsaw) instead of [0, 1].
     unit_range_views = True
+    # The run's length in batches, set by the trainer (or the user) before `fit`; None: unknown.
+    # Methods with a schedule over the whole run (BYOL's target momentum, DINO's teacher
+    # temperature) read it through `training_progress`.
+    total_steps = None
 
     def __init__(self, config=None, **kwargs):
         super().__init__(name=self.method_name, **kwargs)
@@ -156,6 +160,14 @@ class SSLMethod(keras.Model):
         """State that follows the optimizer step, outside the tape and after the loss has read
         the old state (memory banks, EMA key encoders, queues). `updated` is a bool tensor:
         False on batches where the optimizer only accumulated gradients or skipped a step."""
+
+    def training_progress(self):
+        """The fraction of the run done, a float32 scalar tensor in [0, 1]: batches seen by the
+        optimizer / `total_steps` (0 while `total_steps` is None or before compile)."""
+        if not self.total_steps or getattr(self, "optimizer", None) is None:
+            return tf.constant(0.0)
+        seen = tf.cast(batches_seen(self.optimizer), tf.float32)
+        return tf.clip_by_value(seen / float(self.total_steps), 0.0, 1.0)
 
     def train_step(self, data):
         views = self._as_views(data, batches_seen(self.optimizer))
