@@ -128,6 +128,15 @@ def gaussian_blur(images, seed, sigma=(0.1, 2.0), p=0.5, kernel_fraction=0.1):
     return _where(_bernoulli(b, p, s_p), blurred, images)
 
 
+def view_pair(images, seed, make_view):
+    """{"view_a", "view_b"} of two-view methods: `make_view(float_images, seed, index)` for index
+    0 and 1 with two independent seeds split from `seed` (the index lets asymmetric
+    augmentations, as BYOL's, differ between the views)."""
+    x = to_float(images)
+    seed_a, seed_b = split_seed(seed, 2)
+    return {"view_a": make_view(x, seed_a, 0), "view_b": make_view(x, seed_b, 1)}
+
+
 def simclr_view(images, size, seed, crop_scale=(0.08, 1.0), jitter_strength=0.5, jitter_p=0.8,
                 grayscale_p=0.2, blur=None):
     """One SimCLR view (Chen et al. 2020, appendix A): crop-resize, flip, colour jitter (p=0.8),

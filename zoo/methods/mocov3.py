@@ -80,11 +80,8 @@ class MoCoV3(SSLMethod):
 
     def make_views(self, images, labels, seed):
         c = self.config
-        x = augment.to_float(images)
-        seeds = augment.split_seed(seed, 2)
-        views = [augment.byol_view(x, c.image_size, s, crop_scale=c.crop_scale, blur_p=c.blur_p[i],
-                                   solarize_p=c.solarize_p[i]) for i, s in enumerate(seeds)]
-        return {"view_a": views[0], "view_b": views[1]}
+        return augment.view_pair(images, seed, lambda x, s, i: augment.byol_view(
+            x, c.image_size, s, crop_scale=c.crop_scale, blur_p=c.blur_p[i], solarize_p=c.solarize_p[i]))
 
     def key_momentum(self):
         """m at the current point of the run: cosine from base_momentum to final_momentum."""

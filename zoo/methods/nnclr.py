@@ -69,11 +69,8 @@ class NNCLR(SSLMethod):
 
     def make_views(self, images, labels, seed):
         c = self.config
-        x = augment.to_float(images)
-        seed_a, seed_b = augment.split_seed(seed, 2)
-        view = lambda s: augment.simclr_view(x, c.image_size, s, crop_scale=tuple(c.crop_scale),  # noqa: E731
-                                             jitter_strength=c.jitter_strength, blur=c.blur)
-        return {"view_a": view(seed_a), "view_b": view(seed_b)}
+        return augment.view_pair(images, seed, lambda x, s, _: augment.simclr_view(
+            x, c.image_size, s, crop_scale=tuple(c.crop_scale), jitter_strength=c.jitter_strength, blur=c.blur))
 
     def project(self, images, training=False):
         """(z, p): the projection and the prediction of a batch of views."""

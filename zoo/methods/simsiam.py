@@ -61,11 +61,8 @@ class SimSiam(SSLMethod):
     def make_views(self, images, labels, seed):
         c = self.config
         blur_p = c.blur_p if c.blur_p is not None else (0.5 if c.image_size >= 96 else 0.0)
-        x = augment.to_float(images)
-        seed_a, seed_b = augment.split_seed(seed, 2)
-        view = lambda s: augment.byol_view(x, c.image_size, s, crop_scale=c.crop_scale,  # noqa: E731
-                                           jitter=(0.4, 0.4, 0.4, 0.1), blur_p=blur_p)
-        return {"view_a": view(seed_a), "view_b": view(seed_b)}
+        return augment.view_pair(images, seed, lambda x, s, _: augment.byol_view(
+            x, c.image_size, s, crop_scale=c.crop_scale, jitter=(0.4, 0.4, 0.4, 0.1), blur_p=blur_p))
 
     def pretext_loss(self, views, training=False):
         n = tf.shape(views["view_a"])[0]
