@@ -8,30 +8,9 @@ batches, guaranteed by `drop_remainder=True`) gives the mean over the global bat
 """
 import tensorflow as tf
 
+from zoo.losses.replicas import _replica_context, gather_across_replicas  # noqa: F401  (zoo.losses.gather_across_replicas)
+
 _LARGE = 1e9
-
-
-def _replica_context():
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
-        return None
-    return ctx
-
-
-def gather_across_replicas(x):
-    """Concatenate x from every replica along axis 0 (differentiable); returns (all_x, offset)
-    where offset is this replica's first row in all_x. Identity outside a multi-replica run."""
-    ctx = _replica_context()
-    if ctx is None:
-        return x, 0
-    # Place x in its replica's rows of a zero tensor and sum over replicas (as the SimCLR tf2
-    # code does): the gradient of a SUM all-reduce is again an all-reduce, and unlike
-    # `all_gather` this keeps collectives ordered alongside synchronised batch norm (all_gather
-    # there failed with "Shape mismatch in the collective instance").
-    n = tf.shape(x)[0]
-    replica = ctx.replica_id_in_sync_group
-    padded = tf.pad(x, [[replica * n, (ctx.num_replicas_in_sync - 1 - replica) * n]] + [[0, 0]] * (x.shape.rank - 1))
-    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, padded), replica * n
 
 
 def nt_xent_logits(z_a, z_b, temperature=0.5, cross_replica=True):

@@ -10,7 +10,7 @@ LOCAL examples; the method base class's division by the replica count makes the 
 """
 import tensorflow as tf
 
-from zoo.losses import _replica_context, gather_across_replicas
+from zoo.losses.replicas import _replica_context, gather_across_replicas
 
 
 def _all_sum(x):

@@ -12,7 +12,7 @@ exactly the single-device loss and gradient (tests/test_decorrelation.py checks 
 """
 import tensorflow as tf
 
-from zoo.losses import _replica_context
+from zoo.losses.replicas import _replica_context
 
 
 def _all_sum(values):

@@ -2,7 +2,7 @@
 the nearest neighbour of its embedding in a support set of embeddings of earlier batches."""
 import tensorflow as tf
 
-from zoo.losses import gather_across_replicas
+from zoo.losses.replicas import gather_across_replicas
 
 
 def nearest_neighbours(z, support):

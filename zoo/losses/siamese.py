@@ -7,7 +7,7 @@ replica count to get the global-batch mean); targets (z, keys) get no gradient.
 """
 import tensorflow as tf
 
-from zoo.losses import gather_across_replicas
+from zoo.losses.replicas import gather_across_replicas
 
 
 def _unit(x):
