@@ -4,15 +4,20 @@ import tensorflow as tf
 from keras import layers
 
 
+def _hidden_layers(x, hidden_dim, count, sync_bn, name):
+    """`count` x (Dense without bias -> BN -> ReLU), the hidden part of every MLP head here."""
+    for i in range(count):
+        x = layers.Dense(hidden_dim, use_bias=False, name=f"{name}_dense{i + 1}")(x)
+        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_bn{i + 1}")(x)
+        x = layers.ReLU()(x)
+    return x
+
+
 def projection_mlp(input_dim, hidden_dim=512, output_dim=128, num_layers=2, sync_bn=False, name="projector"):
     """SimCLR projection head g(h): (Dense -> BN -> ReLU) x (num_layers-1) -> Dense -> BN.
     The final BN (SimCLR v2 / google-research tf2 code) keeps the logits' scale stable."""
     inputs = keras.Input((input_dim,))
-    x = inputs
-    for i in range(num_layers - 1):
-        x = layers.Dense(hidden_dim, use_bias=False, name=f"{name}_dense{i + 1}")(x)
-        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_bn{i + 1}")(x)
-        x = layers.ReLU()(x)
+    x = _hidden_layers(inputs, hidden_dim, num_layers - 1, sync_bn, name)
     x = layers.Dense(output_dim, use_bias=False, name=f"{name}_out")(x)
     x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, center=False, synchronized=sync_bn,
                                   name=f"{name}_out_bn")(x)
@@ -33,11 +38,7 @@ def mlp_head(input_dim, hidden_dim, output_dim, num_layers=2, output_bn=False, s
     the output Dense has one unless BN follows it or `output_bias` is False (Barlow Twins and
     VICReg, whose losses do not change when every embedding is shifted: it would get no gradient)."""
     inputs = keras.Input((input_dim,))
-    x = inputs
-    for i in range(num_layers - 1):
-        x = layers.Dense(hidden_dim, use_bias=False, name=f"{name}_dense{i + 1}")(x)
-        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_bn{i + 1}")(x)
-        x = layers.ReLU()(x)
+    x = _hidden_layers(inputs, hidden_dim, num_layers - 1, sync_bn, name)
     x = layers.Dense(output_dim, use_bias=output_bias and not output_bn, name=f"{name}_out")(x)
     if output_bn:
         x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, center=False, scale=False, synchronized=sync_bn,
