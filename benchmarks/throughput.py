@@ -511,6 +511,9 @@ def parse_args(argv=None):
     ap.add_argument("--out", default=str(BENCH_DIR / "results"), help="directory of the JSON files")
     ap.add_argument("--results-md", default=str(BENCH_DIR / "RESULTS.md"))
     ap.add_argument("--tag", default="")
+    ap.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
+                    help="Keras dtype policy of the zoo's steps (the peer runs in float32); "
+                         "recorded in the tag of every RESULTS.md row")
     ap.add_argument("--matmul-size", type=int, default=2048)
     ap.add_argument("--num-images", type=int, default=4096, help="random images for the tf.data rows")
     ap.add_argument("--view-batch-size", type=int, default=256)
@@ -529,6 +532,9 @@ def main(argv=None):
     """Run every measurement; print the table; write the JSON and RESULTS.md. Returns the
     result dict (with "json_path")."""
     args = parse_args(argv)
+    if args.precision != "float32":
+        keras.config.set_dtype_policy(args.precision)
+        args.tag = f"{args.tag} {args.precision}".strip()
     started = _dt.datetime.now(_dt.timezone.utc)
     xla_settings = {"both": ["off", "on"], "on": ["on"], "off": ["off"]}[args.xla]
     result = {"tag": args.tag, "started_utc": started.strftime("%Y-%m-%d %H:%M:%S"),

@@ -92,7 +92,11 @@ def test_load_trainable_flag(exported):
     assert len(zoo.load(exported, trainable=True).trainable_weights) > 20
 
 
-def test_loaded_encoder_fine_tunes_above_chance(exported):
+def test_loaded_encoder_fine_tunes_end_to_end(exported):
+    """Under a new head, the loaded encoder trains: its own weights move and the model learns 20
+    images' 10 labels (accuracy 1.0 after 25 Adam steps on every seed and kernel tried, against
+    0.1 by chance; a frozen or gradient-less encoder leaves the weights fixed). Accuracy on held-out
+    images is checked on the shipped encoder in test_finetune.py."""
     import keras
     keras.utils.set_random_seed(0)
     encoder = zoo.load(exported, trainable=True)
@@ -100,12 +104,13 @@ def test_loaded_encoder_fine_tunes_above_chance(exported):
     model = keras.Model(inputs, keras.layers.Dense(10)(encoder(inputs)))
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    train, val = zoo.data.load_arrays("shapes?n=1200", "train"), zoo.data.load_arrays("shapes?n=1200", "val")
-    # 8 epochs: after 4 the val accuracy was still climbing from chance (0.18-0.39 over seeds
-    # and CPU kinds, against a 0.3 bound); after 8 it measured 0.555-0.655 over 4 seeds.
-    model.fit(train.images, train.labels, batch_size=50, epochs=8, verbose=0)
-    accuracy = model.evaluate(val.images, val.labels, verbose=0)[1]
-    assert accuracy > 0.3  # chance: 0.1
+    train = zoo.data.load_arrays("shapes?n=300", "train")
+    images, labels = train.images[:20], np.arange(20) % 10
+    before = [w.numpy().copy() for w in encoder.trainable_weights]
+    model.fit(tf.data.Dataset.from_tensors((images, labels)).repeat(25), verbose=0)  # 25 steps
+    assert all(np.abs(w.numpy() - b).max() > 0 for w, b in zip(encoder.trainable_weights, before)
+               if "gamma" in w.path or "kernel" in w.path)
+    assert model.evaluate(images, labels, verbose=0)[1] == 1.0
 
 
 def test_tampered_weights_are_refused(exported, tmp_path):

@@ -182,7 +182,7 @@ def test_momentum_waits_for_the_optimizer_under_gradient_accumulation():
 
 def test_checkpoint_restores_key_encoder_and_queue_exactly(tmp_path):
     method = _moco(key_momentum=0.9)
-    method.compile(optimizer=_sgd())
+    method.compile(optimizer=_sgd(), run_eagerly=True)  # the checkpoint is the point, not the trace
     views = _views(method)
     method.fit(tf.data.Dataset.from_tensors(views).repeat(2), epochs=1, verbose=0)
     method.save_weights(tmp_path / "moco.weights.h5")

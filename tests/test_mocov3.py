@@ -111,7 +111,7 @@ def test_key_momentum_schedule_and_update_after_a_fit_step():
 
 def test_checkpoint_restores_the_key_network_exactly(tmp_path):
     method = _mocov3(base_momentum=0.9)
-    method.compile(optimizer=make_optimizer("sgd", 0.05, momentum=0.9))
+    method.compile(optimizer=make_optimizer("sgd", 0.05, momentum=0.9), run_eagerly=True)  # no trace needed here
     views = _views(method)
     method.fit(tf.data.Dataset.from_tensors(views).repeat(2), epochs=1, verbose=0)
     method.save_weights(tmp_path / "mocov3.weights.h5")

@@ -6,7 +6,7 @@ from trainers.quickstart import main
 
 
 def test_quickstart_trains_evaluates_exports_and_loads(tmp_path, capsys):
-    main(["--out", str(tmp_path), "--epochs", "1", "--width", "0.125"])
+    main(["--out", str(tmp_path), "--epochs", "1", "--width", "0.125", "--data", "shapes?n=1200"])
     out = capsys.readouterr().out
     knn = float(re.search(r"kNN top-1 = ([\d.]+)%", out).group(1))
     assert 0.0 <= knn <= 100.0

@@ -13,6 +13,8 @@ def main(argv=None):
     p.add_argument("--out", default="runs/quickstart", help="folder for the run and the export")
     p.add_argument("--epochs", type=int, help="default: the recipe's (10)")
     p.add_argument("--width", type=float, help="default: the recipe's (0.25)")
+    p.add_argument("--data", help="default: the recipe's (`shapes`: 6,000 generated images); e.g. "
+                                  "`shapes?n=1200` for a faster run")
     args = p.parse_args(argv)
     started = time.time()
 
@@ -32,14 +34,16 @@ def main(argv=None):
         recipe["epochs"] = args.epochs
     if args.width:
         recipe["method_config"]["width"] = args.width
-    print(f"[1/4] training SimCLR (ResNet-18, width {recipe['method_config']['width']}) on `shapes` for "
+    if args.data:
+        recipe["data"] = args.data
+    print(f"[1/4] training SimCLR (ResNet-18, width {recipe['method_config']['width']}) on `{recipe['data']}` for "
           f"{recipe['epochs']} epochs (recipe trainers/configs/simclr_shapes.yaml) -> {run_dir}")
     train(recipe, run_dir)
 
-    print("[2/4] kNN accuracy on the held-out val split of `shapes`")
+    print(f"[2/4] kNN accuracy on the held-out val split of `{recipe['data']}`")
     report = evaluate(run_dir, protocols=("knn",), verbose=False)
     eval_path = write_report(report, f"zoo-eval {run_dir} --protocol knn")
-    train_data, val_data = zoo.data.load_arrays("shapes", "train"), zoo.data.load_arrays("shapes", "val")
+    train_data, val_data = zoo.data.load_arrays(recipe["data"], "train"), zoo.data.load_arrays(recipe["data"], "val")
     keras.utils.set_random_seed(recipe["seed"])  # the initial weights of the trained run
     baseline = encoder_knn_accuracy(build_method(recipe).encoder, train_data.images, train_data.labels,
                                     val_data.images, val_data.labels, train_data.num_classes)
