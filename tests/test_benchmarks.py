@@ -118,3 +118,39 @@ def test_block_edge_ratio_sees_jpeg_compression_and_not_raw_pixels(block_edges):
     coded = np.stack([tf.io.decode_jpeg(tf.io.encode_jpeg(im, quality=40)).numpy() for im in raw])
     assert block_edges.block_edge_ratio(raw)[0] == pytest.approx(1.0, abs=0.05)
     assert block_edges.block_edge_ratio(coded)[0] > 1.1
+
+
+def _write_run(folder, method, batch, rows, final_knn, linear):
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(f"method: {method}\nbatch_size: {batch}\n")
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "eval.json").write_text(json.dumps({"step": rows[-1]["step"], "knn": {"top1": final_knn},
+                                                  "linear": {"top1": linear}}))
+
+
+def test_time_to_accuracy_table_by_hand(tmp_path):
+    """Two hand-made runs: CPU-minutes = steps x the benchmark's step time rescaled to the run's
+    batch; the kNN at the common budget is interpolated along each curve."""
+    spec = importlib.util.spec_from_file_location("tta", SCRIPT.parent / "time_to_accuracy.py")
+    tta = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tta)
+    # a: 2 s/step at the benchmark's batch 128, run at batch 256 -> 4 s/step; 30 steps an epoch = 2 min
+    _write_run(tmp_path / "runs" / "a_resnet18w025_cifar10", "a", 256,
+               [{"epoch": 1, "step": 30, "val_knn_top1": 0.40}, {"epoch": 2, "step": 60, "val_knn_top1": 0.50}],
+               0.5, 0.6)
+    # b: 1 s/step, batch 128; no per-epoch kNN: the final point comes from eval.json (epoch 3, 6 min)
+    _write_run(tmp_path / "runs" / "b_resnet18w025_cifar10", "b", 128,
+               [{"epoch": 1, "step": 120}, {"epoch": 2, "step": 240}, {"epoch": 3, "step": 360}], 0.70, 0.75)
+    (tmp_path / "steps.json").write_text(json.dumps({
+        "batch_size": 128, "step_seconds": {"a": 2.0, "b": 1.0}, "load_average_start": [0.1],
+        "machine": {"cpu_model": "test", "widest_simd": "avx2"}}))
+    (tmp_path / "random.json").write_text(json.dumps({"runs": [{"knn_top1": 0.30}, {"knn_top1": 0.32}]}))
+    md, png = tmp_path / "tta.md", tmp_path / "tta.png"
+    tta.main(["--step-times", str(tmp_path / "steps.json"), "--runs", str(tmp_path / "runs" / "*"),
+              "--baseline", str(tmp_path / "random.json"), "--out-md", str(md), "--plot", str(png)])
+    text = md.read_text()
+    # budget = min(4 min for a, 6 min for b) = 4; b at 4 min: 0.31 + (0.70 - 0.31) * 4/6 = 0.57
+    assert "| a | no | 2.00 | 2.0 | 2 | 4 | 15,360 | 1: 40.0, 2: 50.0 | 50.0 | 60.0 | 50.0 |" in text
+    assert "| b | no | 1.00 | 2.0 | 3 | 6 | 46,080 | 3: 70.0 | 70.0 | 75.0 | 57.0 |" in text
+    assert "**b** (57.0 %)" in text
+    assert png.stat().st_size > 10_000
