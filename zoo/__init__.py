@@ -3,8 +3,9 @@
     import zoo
     zoo.list_methods()                      # trainable methods
     model = zoo.create("simclr", width=0.25)
-    zoo.list_models()                       # pretrained encoders
-    encoder = zoo.load("simclr_resnet18w025_cifar10")
+    zoo.list_models()                       # pretrained encoders (details=True: zoo.describe of each)
+    encoder = zoo.load("simclr_resnet18w025_cifar10")   # weights=None: the untrained baseline
+    model = zoo.classifier("simclr_resnet18w025_cifar10", num_classes=10)   # encoder + Dense head
 
 Submodules: zoo.losses, zoo.data, zoo.eval, zoo.backbones, zoo.augment, zoo.optimizers,
 zoo.finetune (freeze stages, lower learning rate on the encoder).
@@ -28,6 +29,8 @@ _API = {
     "list_methods": "zoo.registry",
     "list_models": "zoo.hub",
     "load": "zoo.hub",
+    "describe": "zoo.hub",
+    "classifier": "zoo.hub",
 }
 _SUBMODULES = {"losses", "data", "eval", "backbones", "augment", "heads", "methods", "optimizers", "finetune"}
 

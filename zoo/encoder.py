@@ -4,6 +4,11 @@ It takes RGB images [N, H, W, 3] as uint8 or as float in 0..255, resizes them to
 resolution (or to the size given as `zoo.load(..., input_shape=...)`) and scales them to
 [0, 1]; the backbone's first layer normalises by mean/std. So `encoder(images)` needs no
 knowledge of how the encoder was trained.
+
+It is registered with Keras (package "zoo"), so a model holding one saves with
+`model.save("ft.keras")` and reloads with `keras.saving.load_model("ft.keras")` in Keras's safe
+mode: its config is the backbone's functional config (standard layers only, with each layer's
+trainable flag) plus the image size and the preset's metadata; no Lambda layer, no code.
 """
 import warnings
 
@@ -37,16 +42,19 @@ def check_images(images, where="encoder"):
                          f"{fix}{hint}.")
 
 
+@keras.saving.register_keras_serializable(package="zoo")
 class ImageEncoder(keras.Model):
     """[N, H, W, 3] uint8 / float 0..255 -> [N, D] features of a self-supervised backbone.
 
     `image_size`: the size images are resized to before the backbone, an int (square), an
-    (height, width) pair, or None to run the backbone on every batch at its own size."""
+    (height, width) pair, or None to run the backbone on every batch at its own size.
+    `metadata`: the preset's metadata dict (zoo.load sets it), kept through model.save."""
 
-    def __init__(self, backbone, image_size, **kwargs):
+    def __init__(self, backbone, image_size, metadata=None, **kwargs):
         kwargs.setdefault("name", f"{backbone.name}_encoder")
         super().__init__(**kwargs)
         self.backbone = backbone
+        self.metadata = metadata
         if image_size is None:
             self.image_size = None
         elif isinstance(image_size, (tuple, list)):
@@ -79,6 +87,19 @@ class ImageEncoder(keras.Model):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.feature_dim)
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable,
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "image_size": list(self.image_size) if isinstance(self.image_size, tuple) else self.image_size,
+                "metadata": self.metadata}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        # deserialised under the caller's safe mode: a functional model of registered layers
+        backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
+        return cls(backbone, **config)
 
 
 def layer_encoder(encoder, layer):

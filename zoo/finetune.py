@@ -10,10 +10,14 @@ learning rate than the new head.
 
 Keras 3 has no per-variable learning-rate multiplier, so `SplitOptimizer` holds two
 optimizers, one for the encoder's variables and one for everything else, and routes each
-gradient to its owner.
+gradient to its owner. Both the stage freezing (each layer's trainable flag) and the
+SplitOptimizer with its state survive `model.save("ft.keras")` / `keras.saving.load_model`;
+importing this module registers both Keras classes a saved model may name (ImageEncoder,
+SplitOptimizer), so in a new process `import zoo.finetune` before `load_model`.
 """
 import keras
 
+import zoo.encoder  # noqa: F401  (registers ImageEncoder with Keras, for load_model)
 from zoo.backbones import STAGE_NAMES
 
 __all__ = ["freeze_stages", "stage_of", "SplitOptimizer"]
@@ -60,6 +64,7 @@ def _scaled_copy(optimizer, scale):
     return optimizer.__class__.from_config(config)
 
 
+@keras.saving.register_keras_serializable(package="zoo")
 class SplitOptimizer(keras.optimizers.Optimizer):
     """Two optimizers in one: `encoder_optimizer` for the variables of `encoder`,
     `head_optimizer` for every other variable of the model being trained.
@@ -68,7 +73,12 @@ class SplitOptimizer(keras.optimizers.Optimizer):
     encoder with Adam at 1e-4 and the head at 1e-3; pass `encoder_optimizer=` for anything
     else (another class, a schedule). Setting `learning_rate` (e.g. from a callback) sets the
     head's and scales the encoder's by the same factor. Both optimizers keep their own state;
-    `iterations` counts training steps."""
+    `iterations` counts training steps.
+
+    `model.save` / `keras.saving.load_model` keep it with both optimizers' state: its config
+    names the encoder's variables by path (`encoder_variables`), which is how a reloaded
+    SplitOptimizer, having no encoder object, tells them from the head's. `encoder` may be
+    that list of paths too."""
 
     def __init__(self, encoder, head_optimizer, encoder_optimizer=None, encoder_lr_scale=0.1, name="split"):
         super().__init__(learning_rate=0.0, name=name)
@@ -77,14 +87,33 @@ class SplitOptimizer(keras.optimizers.Optimizer):
         self.encoder_optimizer = (keras.optimizers.get(encoder_optimizer) if encoder_optimizer is not None
                                   else _scaled_copy(head_optimizer, encoder_lr_scale))
         self.encoder_lr_scale = encoder_lr_scale
-        self._encoder_ids = {id(v) for v in encoder.weights}
-        if not self._encoder_ids:
+        if isinstance(encoder, (list, tuple)) and all(isinstance(p, str) for p in encoder):
+            self._encoder_ids = None  # rebuilt from a config: match the variables by path
+            self.encoder_variables = list(encoder)
+        else:
+            self._encoder_ids = {id(v) for v in encoder.weights}
+            self.encoder_variables = [v.path for v in encoder.weights]
+        if not self.encoder_variables:
             raise ValueError("SplitOptimizer: the encoder has no weights; pass the loaded encoder.")
 
     def _split(self, variables):
-        enc = [i for i, v in enumerate(variables) if id(v) in self._encoder_ids]
+        if self._encoder_ids is not None:
+            enc = [i for i, v in enumerate(variables) if id(v) in self._encoder_ids]
+        else:
+            enc = self._split_by_path(variables)
         taken = set(enc)
         return enc, [i for i in range(len(variables)) if i not in taken]
+
+    def _split_by_path(self, variables):
+        wanted = set(self.encoder_variables)
+        enc = [i for i, v in enumerate(variables) if v.path in wanted]
+        paths = [variables[i].path for i in enc]
+        if len(set(paths)) != len(paths):
+            twice = sorted({p for p in paths if paths.count(p) > 1})
+            raise ValueError(f"SplitOptimizer: variable paths {twice[:3]} occur more than once in the model, so a "
+                             "reloaded SplitOptimizer cannot tell the encoder's from the others'. Load the model "
+                             "with compile=False and compile it with SplitOptimizer(encoder, ...) again.")
+        return enc
 
     def build(self, var_list):
         enc, head = self._split(var_list)
@@ -95,6 +124,19 @@ class SplitOptimizer(keras.optimizers.Optimizer):
     @property
     def variables(self):
         return self._variables + self.encoder_optimizer.variables + self.head_optimizer.variables
+
+    # model.save stores the two optimizers' state under their own attribute names; this one
+    # stores only its own (iterations, learning rate), not their variables a second time.
+    def save_own_variables(self, store):
+        for i, variable in enumerate(self._variables):
+            store[str(i)] = variable
+
+    def load_own_variables(self, store):
+        if len(store.keys()) != len(self._variables):
+            raise ValueError(f"SplitOptimizer: the saved state has {len(store.keys())} variables, this optimizer "
+                             f"{len(self._variables)}; was it saved by another version of zoo.finetune?")
+        for i, variable in enumerate(self._variables):
+            variable.assign(store[str(i)])
 
     def apply(self, grads, trainable_variables=None):
         trainable_variables = list(trainable_variables if trainable_variables is not None
@@ -130,9 +172,14 @@ class SplitOptimizer(keras.optimizers.Optimizer):
     def get_config(self):
         return {"name": self.name, "encoder_lr_scale": self.encoder_lr_scale,
                 "head_optimizer": keras.optimizers.serialize(self.head_optimizer),
-                "encoder_optimizer": keras.optimizers.serialize(self.encoder_optimizer)}
+                "encoder_optimizer": keras.optimizers.serialize(self.encoder_optimizer),
+                "encoder_variables": list(self.encoder_variables)}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        raise ValueError("SplitOptimizer cannot be rebuilt from a config alone (it needs the encoder); "
-                         "re-create it with zoo.finetune.SplitOptimizer(encoder, ...) and compile again.")
+        config = dict(config)
+        return cls(config.pop("encoder_variables"),
+                   keras.optimizers.deserialize(config.pop("head_optimizer"), custom_objects=custom_objects),
+                   encoder_optimizer=keras.optimizers.deserialize(config.pop("encoder_optimizer"),
+                                                                  custom_objects=custom_objects),
+                   **config)

@@ -1,4 +1,5 @@
-"""Pretrained encoders: the registry of presets, `list_models` and `load`.
+"""Pretrained encoders: the registry of presets, `list_models`, `describe`, `load` and
+`classifier` (a loaded encoder under a new Dense head).
 
 A pretrained encoder is described by one metadata JSON (schema in `make_metadata`): its
 method, backbone config, input spec, training recipe, results (with the split they were
@@ -69,18 +70,63 @@ def preset_name(method, backbone, width, dataset):
     return f"{method}_{backbone}{w}_{dataset}"
 
 
-def list_models(method=None, dataset=None):
+def list_models(method=None, dataset=None, details=False):
     """Names of the pretrained encoders that ship with the package, optionally filtered by
     method (e.g. "simclr") and training data set (e.g. "cifar10"). Names follow
-    `METHOD_BACKBONE[wWIDTH]_DATASET` (see `preset_name`), e.g. simclr_resnet18w025_cifar10."""
-    names = []
-    for name, (meta, _) in _presets().items():
+    `METHOD_BACKBONE[wWIDTH]_DATASET` (see `preset_name`), e.g. simclr_resnet18w025_cifar10.
+    `details=True`: a list of `describe(name)` dicts instead, in the same order."""
+    chosen = []
+    for name, (meta, _) in sorted(_presets().items()):
         if method and meta["method"] != method:
             continue
         if dataset and meta["training"].get("dataset") != dataset:
             continue
-        names.append(name)
-    return sorted(names)
+        chosen.append(meta)
+    return [_description(meta) for meta in chosen] if details else [meta["name"] for meta in chosen]
+
+
+# Methods whose training reads the data set's class labels: SupCon always, the triplet loss
+# unless its recipe set use_labels=False. Every other method ignores them.
+def _uses_labels(meta):
+    config = meta.get("training", {}).get("recipe", {}).get("method_config", {})
+    if meta["method"] == "supcon":
+        return True
+    if meta["method"] == "triplet":
+        return bool(config.get("use_labels", True))
+    return False
+
+
+def describe(name_or_path):
+    """What one chooses an encoder by, as a flat dict read from its metadata: name, method,
+    backbone, width, parameters, image_size (its training input size), feature_dim,
+    knn_top1 / linear_top1 (val split, named in eval_split), the training budget (dataset,
+    epochs, images_seen, train_minutes), uses_labels (False: self-supervised) and caveat
+    (None, or what to know before relying on it). Accepts what zoo.load accepts."""
+    return _description(_resolve(name_or_path)[0])
+
+
+def _description(meta):
+    results = {r["protocol"]: r for r in meta.get("results", []) if not r.get("layer")}
+    training = meta.get("training", {})
+    splits = sorted({r["split"] for r in results.values()})
+    return {
+        "name": meta["name"],
+        "method": meta["method"],
+        "backbone": meta["backbone"]["name"],
+        "width": meta["backbone"]["width"],
+        "parameters": meta.get("parameters"),
+        "image_size": meta["input"]["image_size"],
+        "feature_dim": meta.get("feature_dim"),
+        "knn_top1": results.get("knn", {}).get("top1"),
+        "linear_top1": results.get("linear", {}).get("top1"),
+        "eval_split": "; ".join(splits) or None,
+        "dataset": training.get("dataset"),
+        "epochs": training.get("epochs"),
+        "images_seen": training.get("images_seen"),
+        "train_minutes": training.get("minutes"),
+        "uses_labels": _uses_labels(meta),
+        "caveat": meta.get("caveat"),
+    }
 
 
 def get_metadata(name):
@@ -232,7 +278,7 @@ def _check_metadata(meta):
     return weights[0]
 
 
-def build_encoder(meta, input_shape=None):
+def build_encoder(meta, input_shape=None, name=None):
     """An ImageEncoder with the architecture described by `meta` (random weights)."""
     from zoo.backbones import build_backbone
     from zoo.encoder import ImageEncoder
@@ -248,10 +294,16 @@ def build_encoder(meta, input_shape=None):
         size = None if None in shape[:2] else shape[:2]
     backbone = build_backbone(b["name"], width=b["width"], image_size=spec["image_size"], stem=b["stem"],
                               mean=spec["mean"], std=spec["std"])
-    return ImageEncoder(backbone, size, name=meta["name"])
+    return ImageEncoder(backbone, size, name=name or meta["name"])
 
 
-def load(name_or_path, trainable=False, input_shape=None):
+def _check_weights_choice(weights):
+    if not (weights is None or (isinstance(weights, str) and weights == "pretrained")):
+        raise ValueError(f"weights={weights!r}: expected \"pretrained\" (the shipped weights, sha256-checked) or "
+                         "None (random init: the same architecture and preprocessing, untrained).")
+
+
+def load(name_or_path, trainable=False, input_shape=None, weights="pretrained"):
     """A pretrained encoder as a `keras.Model`: RGB images [N, H, W, 3] (uint8, or float 0..255,
     any size) -> features [N, D].
 
@@ -261,19 +313,53 @@ def load(name_or_path, trainable=False, input_shape=None):
     `input_shape=(H, W, 3)` runs the backbone at H x W instead of the training size (images of
     any size are resized to it; the ResNet weights work at any resolution, e.g. to fine-tune a
     32 px encoder on 64 px images); `(None, None, 3)` feeds images at their own size, unresized.
+    `weights=None`: the same architecture and preprocessing with random (untrained) weights,
+    the baseline to compare with; `keras.utils.set_random_seed(s)` before the call makes them
+    reproducible. Its `metadata` has "weights": None and no results.
     The weights file's sha256 is checked before it is read (HashMismatchError names the file).
     An encoder whose metadata carries a "caveat" (see its model card) warns with it (UserWarning)."""
+    _check_weights_choice(weights)
     meta, root = _resolve(name_or_path)
     if meta.get("format_version", 1) > FORMAT_VERSION:
         raise ValueError(f"{meta['name']} uses metadata format {meta['format_version']}; this zoo reads up to "
                          f"{FORMAT_VERSION}. Upgrade the package.")
-    weights = _check_metadata(meta)
-    verify_files(meta, root, only=[weights])
+    weights_file = _check_metadata(meta)
+    if weights is None:
+        encoder = build_encoder(meta, input_shape=input_shape, name=f"{meta['name']}_random_init")
+        # what describes the trained weights (results, fingerprint, caveat) does not apply
+        encoder.metadata = {key: value for key, value in meta.items()
+                            if key not in ("results", "fingerprint", "caveat", "files")} | {"weights": None}
+        encoder.trainable = trainable
+        return encoder
+    verify_files(meta, root, only=[weights_file])
     encoder = build_encoder(meta, input_shape=input_shape)
-    encoder.load_weights(os.path.join(root, weights))
+    encoder.load_weights(os.path.join(root, weights_file))
     encoder.trainable = trainable
     encoder.metadata = meta
     if meta.get("caveat"):
         warnings.warn(f"{meta['name']}: {meta['caveat']} (see its model card in MODEL_CARDS.md)", UserWarning,
                       stacklevel=2)
     return encoder
+
+
+def classifier(name_or_path, num_classes, trainable=True, weights="pretrained", dropout=0.0, input_shape=None,
+               name=None):
+    """An image classifier ready to `compile` and `fit`: the encoder (`zoo.load(name_or_path,
+    trainable, input_shape, weights)`), then Dropout(`dropout`) if > 0, then Dense(num_classes).
+
+    A `keras.Model` from RGB images [N, H, W, 3] (uint8 or float 0..255, any size, e.g. the
+    batches of keras.utils.image_dataset_from_directory) to logits [N, num_classes]; train it
+    with `SparseCategoricalCrossentropy(from_logits=True)`. The encoder is `model.layers[1]`
+    (for zoo.finetune.freeze_stages / SplitOptimizer). Saves with model.save."""
+    import keras
+    if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"num_classes={num_classes!r}: expected a positive integer, the number of classes.")
+    if not isinstance(dropout, numbers.Real) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout={dropout!r}: expected a rate in [0, 1).")
+    encoder = load(name_or_path, trainable=trainable, input_shape=input_shape, weights=weights)
+    images = keras.Input((None, None, 3), name="images")  # float32: uint8 arrays are converted on the way in
+    features = encoder(images)
+    if dropout:
+        features = keras.layers.Dropout(dropout, name="dropout")(features)
+    logits = keras.layers.Dense(int(num_classes), name="logits")(features)
+    return keras.Model(images, logits, name=name or f"{encoder.name}_classifier")
