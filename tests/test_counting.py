@@ -6,7 +6,8 @@ import tensorflow as tf
 
 import zoo
 from zoo.losses import counting_loss
-from zoo.methods.counting import counting_views, xor_partner
+from zoo.methods.counting import counting_views
+from zoo.patches import pair_partner
 
 
 def _numpy_counting_loss(down_x, tiles_x, down_y, margin):
@@ -41,8 +42,8 @@ def test_counting_loss_matches_numpy_on_random_inputs(rng):
 
 
 def test_xor_pairing_stays_inside_even_shards():
-    np.testing.assert_array_equal(xor_partner(8).numpy(), [1, 0, 3, 2, 5, 4, 7, 6])
-    np.testing.assert_array_equal(xor_partner(5).numpy(), [1, 0, 3, 2, 3])  # odd: last with the one before
+    np.testing.assert_array_equal(pair_partner(8).numpy(), [1, 0, 3, 2, 5, 4, 7, 6])
+    np.testing.assert_array_equal(pair_partner(5).numpy(), [1, 0, 3, 2, 3])  # odd: last with the one before
 
 
 def test_views_are_the_downsampled_image_and_its_four_tiles(rng):

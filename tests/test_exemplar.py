@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 import zoo
+from zoo.losses import npid_logits
 from zoo.methods.exemplar import gradient_crop_location, patch_warp
-from zoo.methods.npid import npid_logits
 
 
 def _textured_square(rng, size=32, top=18, left=4, side=9):

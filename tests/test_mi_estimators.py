@@ -11,8 +11,8 @@ import tensorflow as tf
 
 import zoo
 from zoo import losses
-from zoo.methods.cpc import context_network, cpc_logits, from_frame, to_frame
-from zoo.methods.dim import global_local_scores
+from zoo.losses import cpc_logits, global_local_scores
+from zoo.methods.cpc import context_network, from_frame, to_frame
 from numerics import central_differences
 
 

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from zoo.methods.relative_patch import encode_stack
+from zoo.heads import encode_stack
 
 TINY = dict(backbone="resnet18", width=0.125, image_size=32)
 BATCH, BANK = 8, 16

@@ -1,7 +1,11 @@
-"""Heads that sit on the encoder during pre-training and are thrown away afterwards."""
+"""Heads that sit on the encoder during pre-training and are thrown away afterwards, and the
+forward helpers that feed them: several crops (`multi_crop_forward`), stacks of patches
+(`encode_stack`) and a backbone's intermediate maps (`stage_maps`)."""
 import keras
 import tensorflow as tf
 from keras import layers
+
+from zoo.backbones import feature_maps
 
 
 def _hidden_layers(x, hidden_dim, count, sync_bn, name):
@@ -24,10 +28,53 @@ def projection_mlp(input_dim, hidden_dim=512, output_dim=128, num_layers=2, sync
     return keras.Model(inputs, x, name=name)
 
 
-def linear_classifier(input_dim, num_classes, name="classifier"):
-    """A single Dense layer from features to class logits."""
+def linear_head(input_dim, output_dim, name="classifier"):
+    """A single Dense layer (`{name}_dense`): a linear classifier (class logits) or projection."""
     inputs = keras.Input((input_dim,))
-    return keras.Model(inputs, layers.Dense(num_classes, name=f"{name}_dense")(inputs), name=name)
+    return keras.Model(inputs, layers.Dense(output_dim, name=f"{name}_dense")(inputs), name=name)
+
+
+def embedding_head(input_shape, embedding_dim, hidden_dim=None, out_norm="layer", hidden_bn=True, sync_bn=False,
+                   name="embedding"):
+    """x -> norm(nonlinear(x) + shortcut(x)) on the last axis, for vectors (input_shape (C,)) or
+    maps ((h, w, C): Dense on the last axis is a 1x1 convolution). nonlinear: Dense(hidden) ->
+    [BN] -> ReLU -> Dense(embedding_dim); shortcut: Dense(embedding_dim). out_norm "layer" (DIM's
+    MI1x1ConvNet) or "batch" (AMDIM's output batch norm, its "FakeRKHSConvNet")."""
+    inputs = keras.Input(tuple(input_shape))
+    h = layers.Dense(hidden_dim or embedding_dim, use_bias=not hidden_bn, name=f"{name}_hidden")(inputs)
+    if hidden_bn:
+        h = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_hidden_bn")(h)
+    h = layers.Dense(embedding_dim, use_bias=False, name=f"{name}_out")(layers.ReLU()(h))
+    # No offset after the output norm (and no shortcut bias before batch norm, which removes it):
+    # an offset of the candidates' embedding shifts a whole row of scores, to which InfoNCE and
+    # DV are invariant, so it would be a parameter without gradient.
+    shortcut = layers.Dense(embedding_dim, use_bias=out_norm == "layer", name=f"{name}_shortcut")(inputs)
+    x = layers.Add()([h, shortcut])
+    if out_norm == "layer":
+        x = layers.LayerNormalization(epsilon=1e-5, center=False, name=f"{name}_out_ln")(x)
+    else:
+        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, center=False, synchronized=sync_bn,
+                                      name=f"{name}_out_bn")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def siamese_classifier(feature_dim, branches, branch_dim, hidden_dim, num_classes, sync_bn=False,
+                       name="siamese_head"):
+    """[B, branches, feature_dim] -> logits [B, num_classes]: an optional shared per-branch
+    Dense -> BN -> ReLU (branch_dim), concatenation of the branches in order, an optional
+    Dense -> BN -> ReLU (hidden_dim), then a Dense classifier (relative patch location, jigsaw)."""
+    inputs = keras.Input((branches, feature_dim))
+    x = inputs
+    if branch_dim:
+        x = layers.Dense(branch_dim, use_bias=False, name=f"{name}_branch")(x)
+        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_branch_bn")(x)
+        x = layers.ReLU()(x)
+    x = layers.Reshape((branches * (branch_dim or feature_dim),))(x)
+    if hidden_dim:
+        x = layers.Dense(hidden_dim, use_bias=False, name=f"{name}_hidden")(x)
+        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_hidden_bn")(x)
+        x = layers.ReLU()(x)
+    return keras.Model(inputs, layers.Dense(num_classes, name=f"{name}_out")(x), name=name)
 
 
 def mlp_head(input_dim, hidden_dim, output_dim, num_layers=2, output_bn=False, sync_bn=False, name="mlp",
@@ -63,6 +110,21 @@ def multi_crop_forward(encoder, crop_groups, head=None, training=False):
         out = head(out, training=training)
     views = sum(crops.shape[1] for crops in crop_groups)
     return tf.reshape(out, [views, -1, out.shape[-1]])
+
+
+def encode_stack(encoder, stack, training):
+    """One encoder call on every patch of stack [B, K, h, w, C] (one BN batch of B*K patches);
+    returns features [B, K, D], in the stack's order (relative patch, jigsaw, CPC, PIRL)."""
+    k, shape = stack.shape[1], tf.shape(stack)
+    features = encoder(tf.reshape(stack, tf.concat([[-1], shape[2:]], 0)), training=training)
+    return tf.reshape(features, [-1, k, features.shape[-1]])
+
+
+def stage_maps(backbone, names):
+    """One functional model over the backbone's own layers (shared weights): float images ->
+    [the named maps ..., the pooled features] (DIM, AMDIM)."""
+    return keras.Model(backbone.input, feature_maps(backbone, names).outputs + [backbone.output],
+                       name=f"{backbone.name}_stage_maps")
 
 
 class WeightNormalizedDense(layers.Layer):

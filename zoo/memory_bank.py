@@ -25,7 +25,15 @@ automatic control dependencies keep reads and writes of the same variable in pro
 import keras
 import tensorflow as tf
 
-from zoo.losses import gather_across_replicas
+from zoo.losses.replicas import gather_across_replicas
+
+DEFAULT_BANK_SIZE = 4096  # rows of a one-row-per-example bank when the data set's size is not given (tests)
+
+
+def bank_rows(num_examples):
+    """Rows of a bank with one row per training example: `num_examples` (the trainer sets it to the
+    training-set size), or DEFAULT_BANK_SIZE when it is 0 (not given, e.g. `zoo.create("npid")`)."""
+    return num_examples if num_examples > 0 else DEFAULT_BANK_SIZE
 
 
 def random_unit_rows(shape, seed=0, dtype="float32"):
@@ -64,6 +72,11 @@ class MemoryBank(keras.layers.Layer):
 
     def wrap_ids(self, ids):
         return tf.math.floormod(tf.cast(ids, tf.int32), self.size)
+
+    def sample_ids(self, batch, count, seed):
+        """[batch, count] int32 rows drawn uniformly (with replacement) with a stateless `seed`:
+        the sampled negatives of NPID and PIRL. Needs no variable, so it runs in tf.data."""
+        return tf.random.stateless_uniform([batch, count], seed, 0, self.size, tf.int32)
 
     def read(self):
         """The whole bank, [size, dim] (a constant for the tape)."""
@@ -131,4 +144,4 @@ class FeatureQueue(keras.layers.Layer):
         return {**super().get_config(), "size": self.size, "dim": self.dim, "seed": self.seed}
 
 
-__all__ = ["MemoryBank", "FeatureQueue", "random_unit_rows"]
+__all__ = ["MemoryBank", "FeatureQueue", "random_unit_rows", "bank_rows", "DEFAULT_BANK_SIZE"]

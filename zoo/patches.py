@@ -1,5 +1,5 @@
 """Patch geometry shared by the patch-based pretext tasks (relative patch location, jigsaw,
-and later PIRL's jigsaw branch).
+PIRL's jigsaw branch, CPC's patch grid, counting's image pairs).
 
 Everything that runs per batch is a pure, static-shape tf op seeded statelessly (the same seed
 gives the same patches), so it runs in the tf.data pipeline and traces under jit_compile:
@@ -10,13 +10,16 @@ gives the same patches), so it runs in the tf.data pipeline and traces under jit
 - `grid_geometry` / `sample_grid_corners` / `cut_tiles`: a random crop cut into 3x3 cells with a
   random smaller tile inside every cell (Noroozi & Favaro 2016); `shuffle_tiles`,
   `random_permutations`, `replace_from_partner` (Jigsaw++), `standardize_tiles`;
+- `pair_partner`: the other image of each (i, i XOR 1) pair of a batch (Jigsaw++, counting);
+- `patch_grid_geometry` / `cut_patch_grid`: a regular grid of overlapping patches (CPC);
 - `extract_patches`: integer boxes -> pixels, by gathers (exact; no resampling);
   `cut_patches` optionally resamples every patch from a random sub-box of its box
   (`sample_sub_boxes`, `resample_boxes`), which hides where JPEG's 8x8 block edges fall;
 - `drop_channels`, `project_green_magenta`, `random_grayscale`, `chromatic_defence`: the
   defences against chromatic aberration of both papers;
-- `max_hamming_permutations`, `permutation_set` (cached on disk), `hamming_stats`: the jigsaw
-  permutation set, chosen greedily for maximal Hamming distance (Noroozi & Favaro, Algorithm 1).
+- `max_hamming_permutations`, `permutation_set` (cached on disk, zoo.cache), `hamming_stats`:
+  the jigsaw permutation set, chosen greedily for maximal Hamming distance (Noroozi & Favaro,
+  Algorithm 1).
 
 Coordinates are integer (row, column) pixel positions of a box's top-left corner; boxes are
 squares of a known side. Images are float [B, H, W, C]; patch stacks are [B, K, h, w, C].
@@ -25,13 +28,13 @@ import dataclasses
 import itertools
 import math
 import os
-import tempfile
 import warnings
 
 import numpy as np
 import tensorflow as tf
 
 from zoo.augment import split_seed
+from zoo.cache import cache_dir, write_atomically
 
 # Neighbour positions of relative-patch labels 0..7, as (row, col) cells of the 3x3 grid:
 # row-major order skipping the centre (1, 1).
@@ -172,7 +175,8 @@ def shuffle_tiles(tiles, perms):
 
 def pair_partner(batch):
     """Index of every example's partner image: i XOR 1 (so pairs never straddle an even-sized
-    per-replica shard); in an odd batch the last image pairs with the one before it."""
+    per-replica shard); in an odd batch the last image pairs with the one before it (a batch of
+    one with itself). Jigsaw++'s tile donors and counting's contrast images."""
     i = tf.range(batch)
     partner = tf.bitwise.bitwise_xor(i, 1)
     return tf.where(partner < batch, partner, tf.maximum(i - 1, 0))
@@ -198,6 +202,50 @@ def standardize_tiles(tiles):
     variance floored so a flat tile maps to zeros instead of amplified noise."""
     mean, var = tf.nn.moments(tiles, axes=[-3, -2], keepdims=True)
     return (tiles - mean) * tf.math.rsqrt(var + _STD_FLOOR)
+
+
+# ---- contrastive predictive coding (van den Oord et al. 2018) --------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class PatchGridGeometry:
+    """A `grid` x `grid` grid of `patch` px squares every `stride` px (overlapping when stride <
+    patch), centred in an `image_size` px image: CPC's patch grid. (Jigsaw's grid, 3x3 cells with
+    a random tile in each, is `GridGeometry`.)"""
+    image_size: int
+    patch: int
+    stride: int
+
+    @property
+    def grid(self):
+        return (self.image_size - self.patch) // self.stride + 1
+
+    @property
+    def span(self):
+        return (self.grid - 1) * self.stride + self.patch
+
+    @property
+    def offset(self):
+        return (self.image_size - self.span) // 2
+
+
+def patch_grid_geometry(image_size, patch_fraction, stride_fraction):
+    """patch = round(patch_fraction * image_size), stride = round(stride_fraction * image_size);
+    ValueError unless the grid has at least 2 x 2 patches."""
+    g = PatchGridGeometry(image_size, pixels(patch_fraction, image_size), pixels(stride_fraction, image_size))
+    if g.patch < 1 or g.stride < 1 or g.patch > image_size or g.grid < 2:
+        raise ValueError(f"cpc: patch_fraction {patch_fraction} and stride_fraction {stride_fraction} of a "
+                         f"{image_size} px image give {g} ({g.grid if g.stride else 0} patches per row); "
+                         "need 1 <= stride, patch <= image_size and a grid of at least 2 x 2.")
+    return g
+
+
+def cut_patch_grid(images, geometry):
+    """images [B, S, S, C] -> [B, G*G, p, p, C], patch r*G + c is rows r*stride.., cols c*stride..
+    (after the grid's centring offset), exactly the pixels (no resampling)."""
+    g = geometry
+    x = images[:, g.offset:g.offset + g.span, g.offset:g.offset + g.span]
+    grid = tf.image.extract_patches(x, [1, g.patch, g.patch, 1], [1, g.stride, g.stride, 1], [1, 1, 1, 1], "VALID")
+    return tf.reshape(grid, [-1, g.grid * g.grid, g.patch, g.patch, images.shape[-1]])
 
 
 # ---- pixels ---------------------------------------------------------------------------------
@@ -364,24 +412,19 @@ def hamming_stats(perms):
     return int(off.min()), float(off.mean())
 
 
-def cache_dir():
-    """$ZOO_CACHE_DIR (default ~/.cache/keras-ssl-zoo)/permutations."""
-    root = os.environ.get("ZOO_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "keras-ssl-zoo")
-    return os.path.join(root, "permutations")
-
-
 def _valid_set(perms, num, n):
     return (perms.shape == (num, n) and np.all(np.sort(perms, axis=1) == np.arange(n))
             and len(np.unique(perms, axis=0)) == num)
 
 
 def permutation_path(num, seed=0, n=9):
-    return os.path.join(cache_dir(), f"maxhamming-n{n}-k{num}-seed{seed}.npy")
+    """The set's file in the `permutations` cache ($ZOO_CACHE_DIR/permutations, zoo.cache)."""
+    return os.path.join(cache_dir("permutations"), f"maxhamming-n{n}-k{num}-seed{seed}.npy")
 
 
 def permutation_set(num, seed=0, n=9):
     """`max_hamming_permutations(num, seed, n)`, read from the cache when it is there. The
-    file is written atomically (temporary file + os.replace); an unreadable or malformed file
+    file is written atomically (zoo.cache.write_atomically); an unreadable or malformed file
     is regenerated; an unwritable cache directory only costs a warning."""
     path = permutation_path(num, seed, n)
     if os.path.exists(path):
@@ -392,18 +435,11 @@ def permutation_set(num, seed=0, n=9):
         except (OSError, ValueError):
             pass
     perms = max_hamming_permutations(num, seed, n)
-    folder, tmp = os.path.dirname(path), None
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, perms)
-        os.replace(tmp, path)
+        write_atomically(path, lambda f: np.save(f, perms), suffix=".npy.tmp")
     except OSError as e:
-        warnings.warn(f"could not cache the jigsaw permutation set in {folder} ({e}); "
+        warnings.warn(f"could not cache the jigsaw permutation set in {os.path.dirname(path)} ({e}); "
                       "set ZOO_CACHE_DIR to a writable folder")
-        if tmp and os.path.exists(tmp):
-            os.remove(tmp)
     return perms
 
 

@@ -15,8 +15,8 @@ stratified, drawn with seed 0 (see base.stratified_val_index):
 - folder: round(val * n_c) per class, at least 1 when a class has 2 or more images;
 - cifar10-jpeg: val_per_class (500) per class, so 45,000 train / 5,000 val;
 - tfds: the data set's own val/validation/test split.
-Decoded folder and CIFAR images are cached under $ZOO_CACHE_DIR (default
-~/.cache/keras-ssl-zoo/data). Every user-facing problem raises DataError.
+Decoded folder and CIFAR images are cached under $ZOO_CACHE_DIR/data (default
+~/.cache/keras-ssl-zoo/data; zoo.cache). Every user-facing problem raises DataError.
 """
 import difflib
 import functools

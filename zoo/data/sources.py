@@ -1,7 +1,7 @@
 """Image sets read from disk (`folder:`, `cifar10-jpeg:`) or through tensorflow_datasets (`tfds:`).
 
-Disk sources are decoded once and cached as .npz files under $ZOO_CACHE_DIR (default
-~/.cache/keras-ssl-zoo/data), keyed by the absolute path, the files' sizes and mtimes and the
+Disk sources are decoded once and cached as .npz files under $ZOO_CACHE_DIR/data (default
+~/.cache/keras-ssl-zoo/data; zoo.cache), keyed by the absolute path, the files' sizes and mtimes and the
 resize option, so a second load only reads one file. Unreadable image files are skipped and
 counted, with one warning per load.
 """
@@ -11,12 +11,12 @@ import os
 import re
 import sys
 import tarfile
-import tempfile
 import warnings
 
 import numpy as np
 import tensorflow as tf
 
+from zoo.cache import cache_dir, write_atomically
 from zoo.data.base import DataError, ImageArrays
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -29,11 +29,6 @@ OFFLINE_ALTERNATIVES = (
     "to a pre-downloaded tensorflow_datasets copy")
 _CACHE_FORMAT = 1  # bump when decoding changes, to invalidate old cache files
 _PROGRESS_EVERY = 10_000
-
-
-def cache_dir():
-    return os.environ.get("ZOO_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "keras-ssl-zoo", "data")
 
 
 def decode_image(data):
@@ -89,11 +84,11 @@ def _decode_all(entries, n, where, size=None):
 def _cached(key, build):
     """The arrays build() returns, read from the cache file for `key` if there is one.
 
-    The cache file is written atomically (temporary file + os.replace), so a crash or a
+    The cache file ($ZOO_CACHE_DIR/data, zoo.cache) is written atomically, so a crash or a
     concurrent reader never sees half a file; an unwritable cache only costs a warning.
     """
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    folder = cache_dir()
+    folder = cache_dir("data")
     path = os.path.join(folder, f"{key['kind']}-{digest}.npz")
     if os.path.exists(path):
         with np.load(path) as f:
@@ -102,18 +97,11 @@ def _cached(key, build):
             _warn_skipped(key["path"], int(arrays["skipped"]), str(arrays["first_skipped"]))
         return arrays
     arrays = build()
-    tmp = None
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
+        write_atomically(path, lambda f: np.savez(f, **arrays), suffix=".npz.tmp")
     except OSError as e:
         warnings.warn(f"could not cache decoded images in {folder} ({e}); "
                       "set ZOO_CACHE_DIR to a writable folder")
-        if tmp and os.path.exists(tmp):
-            os.remove(tmp)
     return arrays
 
 

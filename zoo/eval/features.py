@@ -4,11 +4,11 @@ Every evaluation protocol (kNN, linear probe) works on the features of a frozen 
 they are computed once per (encoder weights, image set) and may be cached as a .npz file.
 """
 import hashlib
-import os
-import tempfile
 
 import keras
 import numpy as np
+
+from zoo.cache import write_atomically
 
 _FINGERPRINT_SAMPLES = 1 << 20  # array elements hashed for the cache fingerprint
 
@@ -53,18 +53,9 @@ def _load_cache(path, meta):
 
 
 def _save_cache(path, features, meta):
-    """Write to a temporary file in the same folder, then rename: readers never see a
-    half-written cache, and an interrupted run leaves the old one in place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, features=features, meta=np.array(meta))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Written atomically (zoo.cache.write_atomically): readers never see a half-written
+    cache, and an interrupted run leaves the old one in place."""
+    write_atomically(path, lambda f: np.savez(f, features=features, meta=np.array(meta)))
 
 
 def extract_features(encoder, images, batch_size=512, cache_path=None, verbose=True,

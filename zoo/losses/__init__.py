@@ -5,9 +5,17 @@ embeddings as extra negatives (`cross_replica=True`), so N devices with B/N imag
 same 2B-view batch as one device with B images. Each function returns the MEAN over the local
 examples; the method base class divides by the number of replicas, which (with equal local
 batches, guaranteed by `drop_remainder=True`) gives the mean over the global batch.
+
+This module holds NT-Xent, SupCon, triplet and counting losses; the others live in submodules
+and are re-exported here (`zoo.losses.NAME`): classification (cross_entropy, accuracy),
+mutual_information (DIM, AMDIM), memory (MoCo's queue, NPID's and PIRL's bank), predictive
+(CPC), siamese (BYOL, SimSiam, MoCo v3), clustering (SwAV, DINO), decorrelation (Barlow Twins,
+VICReg), nearest_neighbour (NNCLR); replicas holds the cross-replica gather they share.
+A submodule imports its siblings, never this package (that would be an import circle).
 """
 import tensorflow as tf
 
+from zoo.losses.classification import accuracy, cross_entropy
 from zoo.losses.replicas import _replica_context, gather_across_replicas  # noqa: F401  (zoo.losses.gather_across_replicas)
 
 _LARGE = 1e9
@@ -39,19 +47,7 @@ def nt_xent(z_a, z_b, temperature=0.5, cross_replica=True):
 
     z_a[i] and z_b[i] are the projections of two views of image i."""
     logits, labels = nt_xent_logits(z_a, z_b, temperature, cross_replica)
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
-
-
-def cross_entropy(labels, logits):
-    """Mean softmax cross-entropy with integer labels (pretext classification tasks)."""
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        tf.cast(labels, tf.int32), tf.cast(logits, tf.float32)))
-
-
-def accuracy(labels, logits):
-    """Top-1 accuracy of integer labels against logits."""
-    pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    return tf.reduce_mean(tf.cast(tf.equal(pred, tf.cast(labels, tf.int32)), tf.float32))
+    return cross_entropy(labels, logits)
 
 
 def counting_loss(phi_down_x, phi_tiles_x, phi_down_y, margin=10.0):
@@ -223,95 +219,17 @@ def triplet_loss(z, labels, margin=0.2, mining="semi_hard", squared=True, cross_
     return TRIPLET_MINING[mining](dist, positive, negative, margin, cross_replica)
 
 
-# ---- mutual-information estimators (DIM, Hjelm et al. 2019; AMDIM, Bachman et al. 2019) -----
-# Each takes a score matrix T [N, M] (row i: an anchor, e.g. an image's global vector; column m:
-# a candidate, e.g. a local feature of some image at some location, candidates gathered from the
-# whole global batch) and a boolean mask `positive` [N, M], True where the candidate comes from
-# the anchor's own image; every other entry of the row is a negative. Each returns the MEAN over
-# the anchors (rows) of a per-anchor quantity, so with equal local batches the replicas' local
-# results average to the global-batch value. Every row needs a positive and a negative.
-
-def _masked_mean(x, mask):
-    return tf.reduce_sum(tf.where(mask, x, 0.0), -1) / tf.reduce_sum(tf.cast(mask, x.dtype), -1)
-
-
-def _positive_log_softmax(t, positive):
-    """log exp(T_im) / (exp(T_im) + sum over row i's negatives of exp(T_in)), every entry [N, M]."""
-    neg = tf.reduce_logsumexp(tf.where(positive, -_LARGE, t), axis=-1, keepdims=True)
-    return t - tf.reduce_logsumexp(tf.stack([t, tf.broadcast_to(neg, tf.shape(t))]), axis=0)
-
-
-def _scores_and_mask(scores, positive):
-    return tf.cast(scores, tf.float32), tf.cast(positive, tf.bool)
-
-
-def mi_jsd(scores, positive):
-    """Jensen-Shannon estimate (f-GAN form, DIM eq. 4): per anchor, E_P[-softplus(-T)] -
-    E_N[softplus(T)] over its positives P and negatives N. At most 0 (= 2 JSD - 2 log 2), the
-    limit of perfectly separated scores; all scores 0 give -2 log 2."""
-    t, positive = _scores_and_mask(scores, positive)
-    return tf.reduce_mean(_masked_mean(-tf.nn.softplus(-t), positive)
-                          - _masked_mean(tf.nn.softplus(t), tf.logical_not(positive)))
-
-
-def mi_dv(scores, positive):
-    """Donsker-Varadhan estimate (MINE; DIM eq. 2): per anchor, E_P[T] - log E_N[exp(T)], the log of
-    the MEAN of exp(T) over its negatives. Unbounded above."""
-    t, positive = _scores_and_mask(scores, positive)
-    n_neg = tf.reduce_sum(tf.cast(tf.logical_not(positive), tf.float32), -1)
-    log_mean_exp = tf.reduce_logsumexp(tf.where(positive, -_LARGE, t), axis=-1) - tf.math.log(n_neg)
-    return tf.reduce_mean(_masked_mean(t, positive) - log_mean_exp)
-
-
-def infonce_loss(scores, positive):
-    """InfoNCE cross-entropy (DIM's and AMDIM's NCE): every positive (i, m) against row i's
-    negatives only (other positives of the row are no negatives), -log exp(T_im) / (exp(T_im) +
-    sum_{n in N_i} exp(T_in)); mean over the row's positives, then over rows."""
-    t, positive = _scores_and_mask(scores, positive)
-    return -tf.reduce_mean(_masked_mean(_positive_log_softmax(t, positive), positive))
-
-
-def mi_infonce(scores, positive):
-    """InfoNCE estimate: per anchor, log(1 + |N_i|) minus its InfoNCE cross-entropy. At most
-    log(1 + |N_i|), approached as positives outscore negatives without bound."""
-    t, positive = _scores_and_mask(scores, positive)
-    n_neg = tf.reduce_sum(tf.cast(tf.logical_not(positive), tf.float32), -1)
-    return tf.reduce_mean(tf.math.log1p(n_neg) + _masked_mean(_positive_log_softmax(t, positive), positive))
-
-
-MI_ESTIMATORS = {"jsd": mi_jsd, "dv": mi_dv, "infonce": mi_infonce}
-
-
-def mi_loss(scores, positive, estimator="infonce"):
-    """The loss to minimise: -estimate for "jsd" and "dv"; for "infonce" its cross-entropy
-    (= log(1 + |N|) - estimate: the same gradient on the usual scale)."""
-    if estimator not in MI_ESTIMATORS:
-        raise ValueError(f"Unknown MI estimator {estimator!r}; choose one of {sorted(MI_ESTIMATORS)}.")
-    if estimator == "infonce":
-        return infonce_loss(scores, positive)
-    return -MI_ESTIMATORS[estimator](scores, positive)
-
-
-def same_image_mask(num_anchors, num_images, per_image, offset=0):
-    """positive [num_anchors, num_images * per_image]: True where candidate column m comes from the
-    anchor's image, m // per_image == anchor + offset (candidates image-major, as a reshape of
-    [num_images, per_image, D] lays them out; offset from gather_across_replicas)."""
-    owner = tf.range(num_images * per_image) // per_image
-    return tf.equal(owner[None, :], tf.range(num_anchors)[:, None] + offset)
-
-
-def tanh_clip(x, clip=10.0):
-    """AMDIM's soft clipping of scores into (-clip, clip): clip * tanh(x / clip); None or 0: x."""
-    if not clip:
-        return x
-    return clip * tf.tanh(x / clip)
-
-
 __all__ = ["nt_xent", "nt_xent_logits", "gather_across_replicas", "cross_entropy", "accuracy", "counting_loss",
            "supcon_logits", "supcon_loss_from_logits", "supcon_loss", "triplet_pairs", "triplet_batch_all",
            "triplet_batch_hard", "triplet_semi_hard", "TRIPLET_MINING", "triplet_loss",
-           "mi_jsd", "mi_dv", "mi_infonce", "infonce_loss", "mi_loss", "MI_ESTIMATORS", "same_image_mask", "tanh_clip"]
+           "mi_jsd", "mi_dv", "mi_infonce", "infonce_loss", "mi_loss", "MI_ESTIMATORS", "same_image_mask", "tanh_clip",
+           "flatten_locations", "global_local_scores", "moco_logits", "npid_logits", "pirl_loss", "cpc_logits",
+           "CPC_NEGATIVES"]
 from zoo.losses.siamese import byol_loss, mocov3_logits, mocov3_loss, negative_cosine, simsiam_loss  # noqa: E402,F401
 from zoo.losses.clustering import dino_batch_center, dino_loss, sinkhorn, swav_loss  # noqa: E402,F401
 from zoo.losses.decorrelation import barlow_twins_loss, barlow_twins_terms, vicreg_loss, vicreg_terms  # noqa: E402,F401
 from zoo.losses.nearest_neighbour import nearest_neighbours, nnclr_logits, nnclr_loss  # noqa: E402,F401
+from zoo.losses.mutual_information import (MI_ESTIMATORS, flatten_locations, global_local_scores, infonce_loss,  # noqa: E402,F401
+                                           mi_dv, mi_infonce, mi_jsd, mi_loss, same_image_mask, tanh_clip)
+from zoo.losses.memory import moco_logits, npid_logits, pirl_loss  # noqa: E402,F401
+from zoo.losses.predictive import CPC_NEGATIVES, cpc_logits  # noqa: E402,F401

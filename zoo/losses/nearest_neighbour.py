@@ -2,6 +2,7 @@
 the nearest neighbour of its embedding in a support set of embeddings of earlier batches."""
 import tensorflow as tf
 
+from zoo.losses.classification import cross_entropy
 from zoo.losses.replicas import gather_across_replicas
 
 
@@ -33,7 +34,7 @@ def nnclr_loss(nn, p, temperature=0.1, cross_replica=True):
     vectors L2-normalised. nn: [n, d] nearest neighbours of one view's projections,
     p: [n, d] predictions of the other view. Symmetrise by adding nnclr_loss(nn_b, p_a)."""
     logits, labels = nnclr_logits(nn, p, temperature, cross_replica)
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+    return cross_entropy(labels, logits)
 
 
 __all__ = ["nearest_neighbours", "nnclr_logits", "nnclr_loss"]

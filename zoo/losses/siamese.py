@@ -7,6 +7,7 @@ replica count to get the global-batch mean); targets (z, keys) get no gradient.
 """
 import tensorflow as tf
 
+from zoo.losses.classification import cross_entropy
 from zoo.losses.replicas import gather_across_replicas
 
 
@@ -53,7 +54,7 @@ def mocov3_loss(q_a, q_b, k_a, k_b, temperature=1.0, cross_replica=True):
     predictions of views a and b; k_*: momentum keys of views a and b."""
     def ctr(q, k):
         logits, labels = mocov3_logits(q, k, temperature, cross_replica)
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)) * (2.0 * temperature)
+        return cross_entropy(labels, logits) * (2.0 * temperature)
     return ctr(q_a, k_b) + ctr(q_b, k_a)
 
 

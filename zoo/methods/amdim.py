@@ -21,8 +21,8 @@ devices). As in the paper's code, scores are dot products / sqrt(embedding_dim),
 times the mean squared UNclipped score keeps them small. Loss: the sum over the three terms of
 (the mean of both directions' NCE) + logit_reg * (the mean of both directions' penalty).
 
-Heads: AMDIM's "FakeRKHSConvNet" per map (Dense/1x1 conv -> BN -> ReLU -> Dense, plus a linear
-shortcut, then batch norm), one per stage (shared between the global-to-local and local-to-local
+Heads (`zoo.heads.embedding_head`): AMDIM's "FakeRKHSConvNet" per map (Dense/1x1 conv -> BN ->
+ReLU -> Dense, plus a linear shortcut, then batch norm), one per stage (shared between the global-to-local and local-to-local
 terms that use the stage, as the paper shares its 5 x 5 embedding) and one on the global vector.
 The paper's own encoder (no padding, receptive fields tuned per scale) is replaced by the zoo's
 ResNet; the paper's classifier heads trained alongside on detached features are left to
@@ -41,8 +41,8 @@ import tensorflow as tf
 
 from zoo import augment, losses, patches
 from zoo.backbones import STAGE_NAMES
+from zoo.heads import embedding_head, stage_maps
 from zoo.methods.base import MethodConfig, SSLMethod
-from zoo.methods.dim import embedding_head, flatten_locations, global_local_scores, stage_maps
 from zoo.registry import register_method
 
 
@@ -138,12 +138,12 @@ class AMDIM(SSLMethod):
     def _embed(self, maps, pooled, training):
         """Global embedding [N, E] and {map name: [N, h*w, E]}."""
         g = self.global_head(pooled, training=training)
-        return g, {name: flatten_locations(self.local_heads[name](m, training=training))
+        return g, {name: losses.flatten_locations(self.local_heads[name](m, training=training))
                    for name, m in zip(self.map_names, maps)}
 
     def _nce(self, source, targets):
         """(NCE, mean squared raw score) of sources [B, E] against targets [B, L, E] (global batch)."""
-        scores, positive, raw = global_local_scores(source, targets, clip=self.config.tclip)
+        scores, positive, raw = losses.global_local_scores(source, targets, clip=self.config.tclip)
         return losses.infonce_loss(scores, positive), tf.reduce_mean(tf.square(raw))
 
     def pretext_loss(self, views, training=False):

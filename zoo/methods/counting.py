@@ -17,9 +17,10 @@ replicas vs 1 device) then flips a count's gradient on or off (measured: one fli
 counts changed the head's gradient by 1%), so distributed and single-device steps would not
 agree. `relu_smoothness: 0` gives the paper's hard ReLU.
 
-y: image i is paired with image i XOR 1 of the same batch (0<->1, 2<->3, ...), so the pairs
-stay inside every even-sized per-replica shard and the loss on N replicas equals the loss on
-one device. (With an odd local batch the last image is paired with the one before it.)
+y: image i is paired with image i XOR 1 of the same batch (0<->1, 2<->3, ...;
+`zoo.patches.pair_partner`), so the pairs stay inside every even-sized per-replica shard and the
+loss on N replicas equals the loss on one device. (With an odd local batch the last image is
+paired with the one before it.)
 
 Views: the augmented image (random resized crop, flip, colour jitter; the paper's random
 crops, flips and colour) gives the "counting" view [B, 5, h/2, w/2, 3]: index 0 is D(x),
@@ -34,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo import augment, losses
+from zoo import augment, losses, patches
 from zoo.methods.base import MethodConfig, SSLMethod
 from zoo.registry import register_method
 
@@ -98,7 +99,7 @@ class Counting(SSLMethod):
         counts = self.phi(tf.reshape(v, [-1, *v.shape[2:]]), training=training)
         counts = tf.reshape(tf.cast(counts, tf.float32), [b, 5, self.config.count_dim])
         down, tiles = counts[:, 0], counts[:, 1:]
-        down_y = tf.gather(down, xor_partner(b))
+        down_y = tf.gather(down, patches.pair_partner(b))
         loss = losses.counting_loss(down, tiles, down_y, self.config.margin)
         total = tf.reduce_sum(tiles, axis=1)
         return loss, {"tile_error": tf.reduce_mean(tf.reduce_sum(tf.square(down - total), -1)),
@@ -106,17 +107,9 @@ class Counting(SSLMethod):
 
     def view_panels(self, views, index):
         v = np.asarray(views["counting"][index])
-        partner = index ^ 1
+        partner = int(patches.pair_partner(len(views["counting"]))[index])
         names = ["D(x)", "tile 1 top-left", "tile 2 top-right", "tile 3 bottom-left", "tile 4 bottom-right"]
         return [(f"{names[0]}, y = image {partner}", v[0])] + [(n, t) for n, t in zip(names[1:], v[1:])]
-
-
-def xor_partner(batch):
-    """Index of the image paired with each image of a batch: i XOR 1, or i - 1 for the last
-    image of an odd batch."""
-    i = tf.range(batch)
-    j = tf.bitwise.bitwise_xor(i, 1)
-    return tf.where(j < batch, j, i - 1)
 
 
 def counting_views(images, seed, methods=_RESIZE):

@@ -46,14 +46,12 @@ import tensorflow as tf
 from keras import layers
 
 from zoo import augment, losses, patches
+from zoo.heads import encode_stack
 from zoo.methods.base import MethodConfig, SSLMethod
-from zoo.methods.relative_patch import encode_stack
 from zoo.registry import register_method
 
 DIRECTIONS = ("down", "up", "right", "left")
 NORMS = ("layer", "batch", "none")
-NEGATIVES = ("position", "all")
-_LARGE = 1e9
 
 
 @dataclasses.dataclass
@@ -78,45 +76,6 @@ class CPCConfig(MethodConfig):
     patch_jitter_p: float = 0.8
     patch_jitter_strength: float = 0.5   # SimCLR-style strength s: (0.8s, 0.8s, 0.8s, 0.2s)
     patch_grayscale_p: float = 0.25
-
-
-@dataclasses.dataclass(frozen=True)
-class GridGeometry:
-    """A grid x grid grid of patch px squares every stride px, centred in an image_size image."""
-    image_size: int
-    patch: int
-    stride: int
-
-    @property
-    def grid(self):
-        return (self.image_size - self.patch) // self.stride + 1
-
-    @property
-    def span(self):
-        return (self.grid - 1) * self.stride + self.patch
-
-    @property
-    def offset(self):
-        return (self.image_size - self.span) // 2
-
-
-def grid_geometry(image_size, patch_fraction, stride_fraction):
-    g = GridGeometry(image_size, patches.pixels(patch_fraction, image_size),
-                     patches.pixels(stride_fraction, image_size))
-    if g.patch < 1 or g.stride < 1 or g.patch > image_size or g.grid < 2:
-        raise ValueError(f"cpc: patch_fraction {patch_fraction} and stride_fraction {stride_fraction} of a "
-                         f"{image_size} px image give {g} ({g.grid if g.stride else 0} patches per row); "
-                         "need 1 <= stride, patch <= image_size and a grid of at least 2 x 2.")
-    return g
-
-
-def cut_grid(images, geometry):
-    """images [B, S, S, C] -> [B, G*G, p, p, C], patch r*G + c is rows r*stride.., cols c*stride..
-    (after the grid's centring offset), exactly the pixels (no resampling)."""
-    g = geometry
-    x = images[:, g.offset:g.offset + g.span, g.offset:g.offset + g.span]
-    grid = tf.image.extract_patches(x, [1, g.patch, g.patch, 1], [1, g.stride, g.stride, 1], [1, 1, 1, 1], "VALID")
-    return tf.reshape(grid, [-1, g.grid * g.grid, g.patch, g.patch, images.shape[-1]])
 
 
 def augment_patches(stack, seed, flip_p=0.5, jitter_p=0.8, jitter_strength=0.5, grayscale_p=0.25):
@@ -204,33 +163,6 @@ def predictor(grid, context_dim, feature_dim, steps, name="predictor"):
     return keras.Model(inputs, layers.Reshape((grid, grid, steps, feature_dim))(x), name=name)
 
 
-def cpc_logits(pred, z, z_all, k, offset=0, negatives="position"):
-    """InfoNCE logits and labels of the predictions k rows ahead, in the direction's frame.
-
-    pred [B, G-k, G, D]: predictions of z[:, k:] from the contexts of rows 0..G-k-1; z [B, G, G, D]
-    this replica's patch embeddings, z_all [B_g, G, G, D] the global batch's (rows offset.. are
-    z). "position": logits [B, G-k, G, G*G + B_g], columns 0..G*G-1 the same image's patches
-    (row-major), then the patch at the target position in each image of the global batch (the
-    image's own entry masked out: it is the positive, already among the first columns); label
-    (t + k) * G + col. "all": logits [B, G-k, G, B_g*G*G] against every patch of the global batch,
-    label (offset + b) * G*G + (t + k) * G + col."""
-    b, rows, g, d = tf.shape(pred)[0], pred.shape[1], pred.shape[2], pred.shape[3]
-    target = (tf.range(rows)[:, None] + k) * g + tf.range(g)[None, :]  # [G-k, G]
-    if negatives == "position":
-        same = tf.einsum("btjd,bpd->btjp", pred, tf.reshape(z, [-1, g * g, d]))
-        other = tf.einsum("btjd,ntjd->btjn", pred, z_all[:, k:])
-        self_mask = tf.one_hot(tf.range(b) + offset, tf.shape(z_all)[0])[:, None, None, :] * _LARGE
-        logits = tf.concat([same, other - self_mask], axis=-1)
-        labels = tf.broadcast_to(target[None], [b, rows, g])
-    elif negatives == "all":
-        flat = tf.reshape(z_all, [-1, d])
-        logits = tf.einsum("btjd,md->btjm", pred, flat)
-        labels = (tf.range(b)[:, None, None] + offset) * (g * g) + target[None]
-    else:
-        raise ValueError(f"Unknown CPC negatives {negatives!r}; choose from {NEGATIVES}.")
-    return logits, labels
-
-
 @register_method("cpc")
 class CPC(SSLMethod):
     Config = CPCConfig
@@ -238,7 +170,7 @@ class CPC(SSLMethod):
 
     def build_heads(self):
         c = self.config
-        self.geometry = grid_geometry(c.image_size, c.patch_fraction, c.stride_fraction)
+        self.geometry = patches.patch_grid_geometry(c.image_size, c.patch_fraction, c.stride_fraction)
         g = self.geometry.grid
         self.directions = tuple(c.directions)
         bad = [d for d in self.directions if d not in DIRECTIONS]
@@ -246,8 +178,8 @@ class CPC(SSLMethod):
             raise ValueError(f"cpc: directions={list(c.directions)}; choose distinct ones from {DIRECTIONS}.")
         if c.norm not in NORMS:
             raise ValueError(f"cpc: norm={c.norm!r}; choose one of {NORMS}.")
-        if c.negatives not in NEGATIVES:
-            raise ValueError(f"cpc: negatives={c.negatives!r}; choose one of {NEGATIVES}.")
+        if c.negatives not in losses.CPC_NEGATIVES:
+            raise ValueError(f"cpc: negatives={c.negatives!r}; choose one of {losses.CPC_NEGATIVES}.")
         if not 1 <= c.steps < g:
             raise ValueError(f"cpc: steps={c.steps} on a {g} x {g} grid; need 1 <= steps < {g}.")
         context_dim = c.context_dim or self.feature_dim
@@ -266,7 +198,7 @@ class CPC(SSLMethod):
         padding = c.crop_padding if c.crop_padding is not None else c.image_size // 8
         if padding:
             x = augment.random_crop_with_padding(x, s_crop, padding)
-        stack = cut_grid(x, self.geometry)
+        stack = patches.cut_patch_grid(x, self.geometry)
         stack = augment_patches(stack, s_patch, c.patch_flip_p, c.patch_jitter_p, c.patch_jitter_strength,
                                 c.patch_grayscale_p)
         return {"patches": tf.clip_by_value(stack, 0.0, 1.0)}
@@ -294,7 +226,7 @@ class CPC(SSLMethod):
             pred = tf.cast(self.predictors[d](self.context_nets[d](zf, training=training), training=training),
                            tf.float32) * scale  # [B, G, G, K, D]
             for k in range(1, c.steps + 1):
-                logits, labels = cpc_logits(pred[:, :g - k, :, k - 1], zf, zf_all, k, offset, c.negatives)
+                logits, labels = losses.cpc_logits(pred[:, :g - k, :, k - 1], zf, zf_all, k, offset, c.negatives)
                 total.append(losses.cross_entropy(labels, logits))
                 correct.append(losses.accuracy(labels, logits))
         return tf.add_n(total) / len(total), {"cpc_accuracy": tf.add_n(correct) / len(correct)}

@@ -26,21 +26,21 @@ see the whole image, the InfoNCE loss fell to 0.02 (every location identifies it
 pooled features ended below the untrained encoder (kNN 29.70, linear 30.08 val vs 31-32 / 34-35).
 The backbone's stages after the local layer learn through Y in every mode.
 
-Heads (all functional models; batch norm synchronised with `sync_bn`): DIM's MI1x1ConvNet form,
-a nonlinear branch (Dense/1x1 conv -> BN -> ReLU -> Dense) plus a linear shortcut, then layer
-norm. Scores are dot products divided by sqrt(embedding_dim) (as AMDIM's code does): with layer-
-normed embeddings the raw product grows with the dimension; optionally soft-clipped (`score_clip`,
-AMDIM's tanh clip), useful for the unbounded DV estimator.
+Heads (`zoo.heads.embedding_head`, functional models; batch norm synchronised with `sync_bn`):
+DIM's MI1x1ConvNet form, a nonlinear branch (Dense/1x1 conv -> BN -> ReLU -> Dense) plus a
+linear shortcut, then layer norm. Scores (`zoo.losses.global_local_scores`) are dot products
+divided by sqrt(embedding_dim) (as AMDIM's code does): with layer-normed embeddings the raw
+product grows with the dimension; optionally soft-clipped (`score_clip`, AMDIM's tanh clip),
+useful for the unbounded DV estimator.
 """
 import dataclasses
-import math
 
 import keras
 import tensorflow as tf
 from keras import layers
 
 from zoo import augment, losses, patches
-from zoo.backbones import feature_maps
+from zoo.heads import embedding_head, stage_maps
 from zoo.methods.base import MethodConfig, SSLMethod
 from zoo.registry import register_method
 
@@ -62,37 +62,6 @@ class DIMConfig(MethodConfig):
     flip: bool = True
 
 
-def stage_maps(backbone, names):
-    """One functional model over the backbone's own layers (shared weights): float images ->
-    [the named maps ..., the pooled features]."""
-    return keras.Model(backbone.input, feature_maps(backbone, names).outputs + [backbone.output],
-                       name=f"{backbone.name}_stage_maps")
-
-
-def embedding_head(input_shape, embedding_dim, hidden_dim=None, out_norm="layer", hidden_bn=True, sync_bn=False,
-                   name="embedding"):
-    """x -> norm(nonlinear(x) + shortcut(x)) on the last axis, for vectors (input_shape (C,)) or
-    maps ((h, w, C): Dense on the last axis is a 1x1 convolution). nonlinear: Dense(hidden) ->
-    [BN] -> ReLU -> Dense(embedding_dim); shortcut: Dense(embedding_dim). out_norm "layer" (DIM's
-    MI1x1ConvNet) or "batch" (AMDIM's output batch norm)."""
-    inputs = keras.Input(tuple(input_shape))
-    h = layers.Dense(hidden_dim or embedding_dim, use_bias=not hidden_bn, name=f"{name}_hidden")(inputs)
-    if hidden_bn:
-        h = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_hidden_bn")(h)
-    h = layers.Dense(embedding_dim, use_bias=False, name=f"{name}_out")(layers.ReLU()(h))
-    # No offset after the output norm (and no shortcut bias before batch norm, which removes it):
-    # an offset of the candidates' embedding shifts a whole row of scores, to which InfoNCE and
-    # DV are invariant, so it would be a parameter without gradient.
-    shortcut = layers.Dense(embedding_dim, use_bias=out_norm == "layer", name=f"{name}_shortcut")(inputs)
-    x = layers.Add()([h, shortcut])
-    if out_norm == "layer":
-        x = layers.LayerNormalization(epsilon=1e-5, center=False, name=f"{name}_out_ln")(x)
-    else:
-        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, center=False, synchronized=sync_bn,
-                                      name=f"{name}_out_bn")(x)
-    return keras.Model(inputs, x, name=name)
-
-
 def summary_head(map_shape, channels, embedding_dim, sync_bn=False, name="summary"):
     """DIM(G)'s view of the whole local map: 1x1 conv -> BN -> ReLU -> flatten -> embedding MLP."""
     inputs = keras.Input(tuple(map_shape))
@@ -102,24 +71,6 @@ def summary_head(map_shape, channels, embedding_dim, sync_bn=False, name="summar
     x = layers.Flatten()(x)
     x = embedding_head((x.shape[-1],), embedding_dim, sync_bn=sync_bn, name=f"{name}_mlp")(x)
     return keras.Model(inputs, x, name=name)
-
-
-def global_local_scores(anchors, candidates, scale=None, clip=None):
-    """Scores of every anchor [B, E] (this replica) against every candidate [B, L, E] of the
-    GLOBAL batch (gathered here across replicas): (scores [B, B_g * L], positive mask, raw scores
-    before clipping). scale: divide the dot products by it (None: sqrt(E))."""
-    anchors, candidates = tf.cast(anchors, tf.float32), tf.cast(candidates, tf.float32)
-    per_image, dim = candidates.shape[1], candidates.shape[2]
-    all_candidates, offset = losses.gather_across_replicas(candidates)
-    raw = tf.matmul(anchors, tf.reshape(all_candidates, [-1, dim]), transpose_b=True)
-    raw = raw / (scale if scale is not None else math.sqrt(dim))
-    positive = losses.same_image_mask(tf.shape(anchors)[0], tf.shape(all_candidates)[0], per_image, offset)
-    return losses.tanh_clip(raw, clip), positive, raw
-
-
-def flatten_locations(x):
-    """[B, h, w, E] -> [B, h * w, E]."""
-    return tf.reshape(x, [-1, x.shape[1] * x.shape[2], x.shape[3]])
 
 
 @register_method("dim")
@@ -179,15 +130,15 @@ class DIM(SSLMethod):
         if c.mode in ("local", "both"):
             # DIM(L): each image's global vector against every location of every image's map.
             g = self.global_head(pooled, training=training)
-            local = flatten_locations(self.local_head(local_map, training=training))
-            scores, positive, _ = global_local_scores(g, local, clip=c.score_clip)
+            local = losses.flatten_locations(self.local_head(local_map, training=training))
+            scores, positive, _ = losses.global_local_scores(g, local, clip=c.score_clip)
             loss += weights[1] * losses.mi_loss(scores, positive, c.estimator)
             metrics["local_mi"] = losses.MI_ESTIMATORS[c.estimator](scores, positive)
         if c.mode in ("global", "both"):
             # DIM(G): each image's global vector against every image's summary of its whole map.
             g = self.global_head_g(pooled, training=training)
             summary = self.summary_head(local_map, training=training)[:, None]
-            scores, positive, _ = global_local_scores(g, summary, clip=c.score_clip)
+            scores, positive, _ = losses.global_local_scores(g, summary, clip=c.score_clip)
             loss += weights[0] * losses.mi_loss(scores, positive, c.estimator)
             metrics["global_mi"] = losses.MI_ESTIMATORS[c.estimator](scores, positive)
         return loss, metrics

@@ -31,8 +31,8 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import augment, losses, patches
+from zoo.heads import encode_stack, siamese_classifier
 from zoo.methods.base import MethodConfig, SSLMethod
-from zoo.methods.relative_patch import encode_stack, siamese_classifier
 from zoo.registry import register_method
 
 
@@ -129,7 +129,7 @@ class Jigsaw(SSLMethod):
         solved = patches.assemble_grid(tiles, [divmod(int(cell), 3) for cell in perm], size)
         solved_caption = "solved"
         if "replaced" in views:
-            partner = index ^ 1 if index ^ 1 < len(views["replaced"]) else index - 1  # as patches.pair_partner
+            partner = int(patches.pair_partner(len(views["replaced"]))[index])
             solved_caption = f"solved, {int(np.sum(views['replaced'][index]))} from img {partner}"
         # Captions kept short: zoo.show_views wraps them into two lines of a small panel.
         return [(f"permutation {label}", shuffled), (solved_caption, solved)]

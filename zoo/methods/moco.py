@@ -7,7 +7,8 @@ Two views of every image: the query view goes through the query encoder f_q = `s
 key encoder f_k = `key_encoder` + `key_projector`, a copy of the same architecture that gets
 no gradient and follows the query encoder by momentum after every optimizer step,
     theta_k <- m theta_k + (1 - m) theta_q,   m = 0.999   (zoo.momentum.ema_update).
-q and k are L2-normalised; the loss is InfoNCE over 1 + K logits per query,
+q and k are L2-normalised; the loss is InfoNCE over 1 + K logits per query
+(`zoo.losses.moco_logits`),
     -log exp(q.k+ / t) / (exp(q.k+ / t) + sum_{j < K} exp(q.queue_j / t)),
 with the positive k+ = the key of the query's own image and the negatives the K keys of the
 queue (zoo.memory_bank.FeatureQueue), NOT the current batch's other keys (as in the paper).
@@ -93,18 +94,6 @@ def moco_head(input_dim, hidden_dim, output_dim, mlp, name):
         x = layers.ReLU(name=f"{name}_relu")(layers.Dense(hidden_dim, name=f"{name}_dense1")(x))
     x = layers.Dense(output_dim, name=f"{name}_out")(x)
     return keras.Model(inputs, x, name=name)
-
-
-def moco_logits(q, k, queue, temperature):
-    """Logits [B, 1 + K] and labels [B] (all 0) of MoCo's InfoNCE: column 0 is q.k (the positive),
-    columns 1..K q.queue_j. q, k: [B, D] L2-normalised; queue: [K, D] (a constant)."""
-    q = tf.cast(q, tf.float32)
-    k = tf.stop_gradient(tf.cast(k, tf.float32))
-    queue = tf.stop_gradient(tf.cast(queue, tf.float32))
-    l_pos = tf.reduce_sum(q * k, axis=1, keepdims=True)
-    l_neg = tf.matmul(q, queue, transpose_b=True)
-    logits = tf.concat([l_pos, l_neg], axis=1) / temperature
-    return logits, tf.zeros(tf.shape(q)[:1], tf.int32)
 
 
 def interleave(total, groups):
@@ -220,8 +209,8 @@ class MoCo(SSLMethod):
     def step_forward(self, views, training=False):
         q = self.embed_queries(views["query"], training=training)
         k = self.embed_keys(views["key"], training=training)
-        logits, labels = moco_logits(q, k, self.queue.read(), self.temperature)
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        logits, labels = losses.moco_logits(q, k, self.queue.read(), self.temperature)
+        loss = losses.cross_entropy(labels, logits)
         return loss, {"contrastive_accuracy": losses.accuracy(labels, logits)}, k
 
     def pretext_loss(self, views, training=False):

@@ -85,7 +85,7 @@ class NNCLR(SSLMethod):
         nn_a, _ = losses.nearest_neighbours(z_a, support)
         nn_b, _ = losses.nearest_neighbours(z_b, support)
         logits, labels = losses.nnclr_logits(nn_a, p_b, t)
-        loss_ab = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        loss_ab = losses.cross_entropy(labels, logits)
         loss = 0.5 * (loss_ab + losses.nnclr_loss(nn_b, p_a, t))
         z_a = tf.stop_gradient(tf.math.l2_normalize(tf.cast(z_a, tf.float32), axis=1))
         return loss, {"contrastive_accuracy": losses.accuracy(labels, logits)}, z_a

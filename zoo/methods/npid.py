@@ -4,7 +4,7 @@ weight vector of each training image is replaced by a stored feature of that ima
 
 encoder -> linear projection to 128-d -> L2 normalise = v_i. A memory bank holds one
 normalised feature per training image (zoo.memory_bank.MemoryBank). The loss is the softmax
-over the bank of every image's similarity to its own entry:
+over the bank of every image's similarity to its own entry (`zoo.losses.npid_logits`):
     -log exp(v_i . m_i / t) / sum_j exp(v_i . m_j / t),   t = 0.07,
 computed against the bank as it was BEFORE this step; then the entries of the batch's images
 move towards their new features, m_i <- normalize(0.5 m_i + 0.5 v_i).
@@ -18,7 +18,7 @@ a drawn entry that happens to be the image's own is masked out).
 Example ids: `uses_example_ids = True`, so the pipeline passes each image's index in the
 training array as `labels`, and the trainer writes the training-set size into `num_examples`
 (the bank size). With `num_examples = 0` (e.g. `zoo.create("npid")` in tests) the bank has
-DEFAULT_BANK_SIZE rows. Ids are taken modulo the bank size (a graph cannot raise on a value),
+`zoo.memory_bank.DEFAULT_BANK_SIZE` rows. Ids are taken modulo the bank size (a graph cannot raise on a value),
 so ids >= num_examples share rows instead of failing: size the bank to the data.
 
 Why the bank update is in `after_update`: it is a state change that must follow the loss
@@ -33,14 +33,12 @@ the method, so checkpoints save it and the exported encoder does not contain it.
 import dataclasses
 
 import tensorflow as tf
-import keras
 
 from zoo import augment, losses
-from zoo.memory_bank import MemoryBank
+from zoo.heads import linear_head
+from zoo.memory_bank import MemoryBank, bank_rows
 from zoo.methods.base import MethodConfig, SSLMethod
 from zoo.registry import register_method
-
-DEFAULT_BANK_SIZE = 4096  # bank rows when num_examples is not given (tests, tiny runs)
 
 
 @dataclasses.dataclass
@@ -64,13 +62,11 @@ class NPID(SSLMethod):
 
     @property
     def bank_size(self):
-        return self.config.num_examples if self.config.num_examples > 0 else DEFAULT_BANK_SIZE
+        return bank_rows(self.config.num_examples)
 
     def build_heads(self):
         c = self.config
-        inputs = keras.Input((self.feature_dim,))
-        outputs = keras.layers.Dense(c.embedding_dim, name="npid_projection_dense")(inputs)
-        self.projector = keras.Model(inputs, outputs, name="npid_projection")
+        self.projector = linear_head(self.feature_dim, c.embedding_dim, name="npid_projection")
         self.memory_bank = MemoryBank(self.bank_size, c.embedding_dim, momentum=c.bank_momentum,
                                       seed=c.bank_seed, name="npid_memory_bank")
 
@@ -86,7 +82,7 @@ class NPID(SSLMethod):
         x = tf.where(gray[:, None, None, None], augment.grayscale(x), x)
         views = {"images": x, "ids": tf.cast(labels, tf.int32)}
         if c.num_negatives > 0:
-            views["negatives"] = tf.random.stateless_uniform([b, c.num_negatives], s_neg, 0, self.bank_size, tf.int32)
+            views["negatives"] = self.memory_bank.sample_ids(b, c.num_negatives, s_neg)
         return views
 
     def embed(self, images, training=False):
@@ -97,9 +93,9 @@ class NPID(SSLMethod):
     def step_forward(self, views, training=False):
         v = self.embed(views["images"], training=training)
         ids = self.memory_bank.wrap_ids(views["ids"])
-        logits, labels = npid_logits(v, ids, self.memory_bank.read(), self.config.temperature,
-                                     views.get("negatives"))
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        logits, labels = losses.npid_logits(v, ids, self.memory_bank.read(), self.config.temperature,
+                                            views.get("negatives"))
+        loss = losses.cross_entropy(labels, logits)
         return loss, {"instance_accuracy": losses.accuracy(labels, logits)}, v
 
     def pretext_loss(self, views, training=False):
@@ -108,20 +104,3 @@ class NPID(SSLMethod):
 
     def after_update(self, views, v, updated):
         self.memory_bank.update(views["ids"], v)  # after the loss read the old bank
-
-
-def npid_logits(v, ids, bank, temperature, negatives=None):
-    """Logits and labels of NPID's non-parametric softmax.
-
-    v: [B, D] normalised embeddings; ids: [B] rows of the images in `bank` [N, D].
-    Full softmax (negatives None): logits v @ bank^T / t, [B, N], label = id.
-    Sampled (negatives [B, K] bank rows): column 0 is the image's own entry, columns 1..K the
-    drawn entries (those equal to the image's own id are masked out), label 0."""
-    bank = tf.stop_gradient(tf.cast(bank, tf.float32))
-    if negatives is None:
-        return tf.matmul(v, bank, transpose_b=True) / temperature, ids
-    rows = tf.concat([ids[:, None], tf.cast(negatives, tf.int32)], axis=1)  # [B, 1 + K]
-    logits = tf.einsum("bd,bkd->bk", v, tf.gather(bank, rows)) / temperature
-    collide = tf.concat([tf.zeros_like(ids[:, None], tf.bool), tf.equal(rows[:, 1:], ids[:, None])], axis=1)
-    logits = tf.where(collide, tf.constant(-1e9, logits.dtype), logits)
-    return logits, tf.zeros_like(ids)

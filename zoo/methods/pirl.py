@@ -14,10 +14,10 @@ of f(v_I) per training image (momentum 0.5). The loss, with lambda = 0.5 and t =
     L(m_I, v) = -log exp(m_I.v / t) / (exp(m_I.v / t) + sum_{I' in D_N} exp(m_I'.v / t)),
 the negatives D_N drawn from the bank: the whole bank (`num_negatives: 0`, exact and cheap for
 a CIFAR-sized bank) or `num_negatives` entries drawn uniformly per image (the paper: 32000 for
-ImageNet), computed as in NPID (`zoo.methods.npid.npid_logits`, which masks a drawn entry that
-is the image's own). The loss reads the bank as it was before the step; after the optimizer
-step the batch's rows move towards f(v_I): m_I <- normalize(0.5 m_I + 0.5 f(v_I)) (the
-`after_update` hook follows npid.py: one `memory_bank.update` call outside the tape).
+ImageNet), computed as in NPID (`zoo.losses.pirl_loss` on `zoo.losses.npid_logits`, which masks
+a drawn entry that is the image's own). The loss reads the bank as it was before the step;
+after the optimizer step the batch's rows move towards f(v_I): m_I <- normalize(0.5 m_I + 0.5
+f(v_I)) (the `after_update` hook follows npid.py: one `memory_bank.update` call outside the tape).
 
 Softmax (InfoNCE) instead of the paper's NCE: the paper writes L_NCE with a binary classifier
 h(m, v) = exp(s/t) / (exp(s/t) + |D_N| / N) per pair and a sum of log(1 - h) over negatives,
@@ -48,10 +48,9 @@ import tensorflow as tf
 from keras import layers
 
 from zoo import augment, losses, patches
-from zoo.memory_bank import MemoryBank
+from zoo.heads import encode_stack, linear_head
+from zoo.memory_bank import MemoryBank, bank_rows
 from zoo.methods.base import MethodConfig, SSLMethod
-from zoo.methods.npid import NPID, npid_logits
-from zoo.methods.relative_patch import encode_stack
 from zoo.registry import register_method
 
 NUM_TILES = 9
@@ -88,27 +87,15 @@ def jigsaw_head(feature_dim, tile_dim, output_dim, num_tiles=NUM_TILES, name="ji
     return keras.Model(inputs, layers.Dense(output_dim, name=f"{name}_out")(x), name=name)
 
 
-def linear_head(input_dim, output_dim, name):
-    inputs = keras.Input((input_dim,))
-    return keras.Model(inputs, layers.Dense(output_dim, name=f"{name}_dense")(inputs), name=name)
-
-
-def pirl_loss(g, f, ids, bank, temperature, loss_weight, negatives=None):
-    """(loss, jigsaw logits, image logits, labels): lambda * CE(m_I vs g) + (1 - lambda) * CE(m_I vs f)
-    over the bank's entries (see npid_logits); g, f [B, D] L2-normalised, ids [B] bank rows."""
-    logits_j, labels = npid_logits(g, ids, bank, temperature, negatives)
-    logits_i, _ = npid_logits(f, ids, bank, temperature, negatives)
-    ce = lambda logits: tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))  # noqa: E731
-    return loss_weight * ce(logits_j) + (1.0 - loss_weight) * ce(logits_i), logits_j, logits_i, labels
-
-
 @register_method("pirl")
 class PIRL(SSLMethod):
     Config = PIRLConfig
     metric_names = ("jigsaw_accuracy", "image_accuracy")
     uses_example_ids = True
 
-    bank_size = NPID.bank_size  # one row per training image, as NPID's bank
+    @property
+    def bank_size(self):
+        return bank_rows(self.config.num_examples)  # one row per training image, as NPID's bank
 
     def build_heads(self):
         c = self.config
@@ -149,7 +136,7 @@ class PIRL(SSLMethod):
         views = {"image": image, "tiles": patches.shuffle_tiles(tiles, perms), "permutation": perms,
                  "ids": tf.cast(labels, tf.int32)}
         if c.num_negatives > 0:
-            views["negatives"] = tf.random.stateless_uniform([b, c.num_negatives], s_neg, 0, self.bank_size, tf.int32)
+            views["negatives"] = self.memory_bank.sample_ids(b, c.num_negatives, s_neg)
         return views
 
     # --- forward --------------------------------------------------------------------------
@@ -168,8 +155,8 @@ class PIRL(SSLMethod):
         f = self.embed_image(views["image"], training=training)
         g = self.embed_tiles(views["tiles"], training=training)
         ids = self.memory_bank.wrap_ids(views["ids"])
-        loss, logits_j, logits_i, labels = pirl_loss(g, f, ids, self.memory_bank.read(), c.temperature,
-                                                     c.loss_weight, views.get("negatives"))
+        loss, logits_j, logits_i, labels = losses.pirl_loss(g, f, ids, self.memory_bank.read(), c.temperature,
+                                                            c.loss_weight, views.get("negatives"))
         metrics = {"jigsaw_accuracy": losses.accuracy(labels, logits_j),
                    "image_accuracy": losses.accuracy(labels, logits_i)}
         return loss, metrics, f

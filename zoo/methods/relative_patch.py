@@ -18,12 +18,11 @@ for the image to be resized (e.g. upsampled 2x) first; the encoder keeps image_s
 """
 import dataclasses
 
-import keras
 import numpy as np
 import tensorflow as tf
-from keras import layers
 
 from zoo import augment, losses, patches
+from zoo.heads import encode_stack, siamese_classifier
 from zoo.methods.base import MethodConfig, SSLMethod
 from zoo.registry import register_method
 
@@ -55,33 +54,6 @@ class RelativePatchConfig(MethodConfig):
     # role, so the defaults are smaller; 0 removes a layer.
     branch_dim: int = 512
     hidden_dim: int = 512
-
-
-def siamese_classifier(feature_dim, branches, branch_dim, hidden_dim, num_classes, sync_bn=False,
-                       name="siamese_head"):
-    """[B, branches, feature_dim] -> logits [B, num_classes]: an optional shared per-branch
-    Dense -> BN -> ReLU (branch_dim), concatenation of the branches in order, an optional
-    Dense -> BN -> ReLU (hidden_dim), then a Dense classifier."""
-    inputs = keras.Input((branches, feature_dim))
-    x = inputs
-    if branch_dim:
-        x = layers.Dense(branch_dim, use_bias=False, name=f"{name}_branch")(x)
-        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_branch_bn")(x)
-        x = layers.ReLU()(x)
-    x = layers.Reshape((branches * (branch_dim or feature_dim),))(x)
-    if hidden_dim:
-        x = layers.Dense(hidden_dim, use_bias=False, name=f"{name}_hidden")(x)
-        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_hidden_bn")(x)
-        x = layers.ReLU()(x)
-    return keras.Model(inputs, layers.Dense(num_classes, name=f"{name}_out")(x), name=name)
-
-
-def encode_stack(encoder, stack, training):
-    """One encoder call on every patch of stack [B, K, h, w, C] (one BN batch of B*K patches);
-    returns features [B, K, D], in the stack's order."""
-    k, shape = stack.shape[1], tf.shape(stack)
-    features = encoder(tf.reshape(stack, tf.concat([[-1], shape[2:]], 0)), training=training)
-    return tf.reshape(features, [-1, k, features.shape[-1]])
 
 
 @register_method("relative_patch")

@@ -24,7 +24,7 @@ import math
 import tensorflow as tf
 
 from zoo import augment, losses
-from zoo.heads import linear_classifier
+from zoo.heads import linear_head
 from zoo.methods.base import MethodConfig, SSLMethod
 from zoo.registry import register_method
 
@@ -47,7 +47,7 @@ class RotNet(SSLMethod):
 
     def build_heads(self):
         self.angles = rotation_angles(self.config)
-        self.classifier = linear_classifier(self.feature_dim, len(self.angles), name="rotation_head")
+        self.classifier = linear_head(self.feature_dim, len(self.angles), name="rotation_head")
 
     def make_views(self, images, labels, seed):
         c = self.config

@@ -49,5 +49,5 @@ class SimCLR(SSLMethod):
         h = self.encoder(tf.concat([views["view_a"], views["view_b"]], 0), training=training)
         z = self.projector(h, training=training)
         logits, labels = losses.nt_xent_logits(z[:n], z[n:], self.config.temperature)
-        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        loss = losses.cross_entropy(labels, logits)
         return loss, {"contrastive_accuracy": losses.accuracy(labels, logits)}
