@@ -137,6 +137,14 @@ def view_pair(images, seed, make_view):
     return {"view_a": make_view(x, seed_a, 0), "view_b": make_view(x, seed_b, 1)}
 
 
+def simclr_view_pair(images, seed, config):
+    """`view_pair` of two SimCLR views (`simclr_view`) with a method config's `image_size`,
+    `crop_scale`, `jitter_strength` and `blur` (Barlow Twins, VICReg, NNCLR)."""
+    return view_pair(images, seed, lambda x, s, _: simclr_view(
+        x, config.image_size, s, crop_scale=tuple(config.crop_scale), jitter_strength=config.jitter_strength,
+        blur=config.blur))
+
+
 def simclr_view(images, size, seed, crop_scale=(0.08, 1.0), jitter_strength=0.5, jitter_p=0.8,
                 grayscale_p=0.2, blur=None):
     """One SimCLR view (Chen et al. 2020, appendix A): crop-resize, flip, colour jitter (p=0.8),

@@ -61,9 +61,7 @@ class BarlowTwins(SSLMethod):
                                   name="projector")
 
     def make_views(self, images, labels, seed):
-        c = self.config
-        return augment.view_pair(images, seed, lambda x, s, _: augment.simclr_view(
-            x, c.image_size, s, crop_scale=tuple(c.crop_scale), jitter_strength=c.jitter_strength, blur=c.blur))
+        return augment.simclr_view_pair(images, seed, self.config)
 
     def embed(self, images, training=False):
         return self.projector(self.encoder(images, training=training), training=training)

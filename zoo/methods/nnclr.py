@@ -68,9 +68,7 @@ class NNCLR(SSLMethod):
         self.queue = FeatureQueue(c.queue_size, c.projection_dim, seed=c.queue_seed, name="support_set")
 
     def make_views(self, images, labels, seed):
-        c = self.config
-        return augment.view_pair(images, seed, lambda x, s, _: augment.simclr_view(
-            x, c.image_size, s, crop_scale=tuple(c.crop_scale), jitter_strength=c.jitter_strength, blur=c.blur))
+        return augment.simclr_view_pair(images, seed, self.config)
 
     def project(self, images, training=False):
         """(z, p): the projection and the prediction of a batch of views."""
