@@ -186,7 +186,7 @@ def main(argv=None):
                    help="also write model.onnx (tf2onnx, checked with onnxruntime; pip install 'keras-ssl-zoo[onnx]')")
     args = p.parse_args(argv)
     from export.saved_model import ExportError
-    from trainers.runs import RunError
+    from trainers.errors import fail, user_errors
     formats = dict(saved_model=not args.no_saved_model, compute_note=args.compute_note, tflite=args.tflite,
                    onnx=args.onnx, caveat=args.caveat)
     import zoo
@@ -194,10 +194,10 @@ def main(argv=None):
         export = functools.partial(export_preset, args.run)
         args.name = args.name or args.run
     elif args.name is None:
-        raise SystemExit("error: --name is required when exporting a run (e.g. --name simclr_resnet18w025_cifar10)")
+        fail("--name is required when exporting a run (e.g. --name simclr_resnet18w025_cifar10)")
     else:
         export = functools.partial(export_run, args.run)
-    try:
+    with user_errors(ExportError):
         if args.to.startswith("hf://"):
             repo_id, revision = parse_hub_target(args.to)
             token = hub_token()
@@ -209,9 +209,11 @@ def main(argv=None):
             print(f"published {args.name} to {url}")
             print(f"load it with: zoo.load({target!r})")
             return
+        final = os.path.join(args.to, args.name)
+        if os.path.exists(final) and not args.overwrite:  # before the run is loaded
+            raise FileExistsError(f"{final} already exists; pass --overwrite to replace it, or choose another "
+                                  "--name / --to.")
         folder = export(args.name, args.to, args.overwrite, **formats)
-    except (RunError, FileExistsError, ValueError, ExportError) as e:
-        raise SystemExit(f"error: {e}")
     print(f"exported {args.name} to {os.path.abspath(folder)}")
     print(f"load it with: zoo.load({os.path.abspath(folder)!r})")
 

@@ -186,25 +186,52 @@ def write_saved_model(encoder, path):
 
 
 def _remove_leftovers(to, name):
-    """Folders left by exports of `name` that were killed before they finished."""
+    """Folders left by exports of `name` that were killed before they finished. Called with the
+    target's lock held, so no live process is writing them."""
     for pattern in (f".{name}.partial-*", f".{name}.old-*"):
         for path in glob.glob(os.path.join(to, pattern)):
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_export(encoder, metadata, to, overwrite=False, saved_model=True, card=True, tflite=False, onnx=False,
                  load_as=None):
     """Write the export folder `to/NAME` atomically; returns its path. `load_as`: what the
-    model card's code passes to zoo.load (default: the folder's path)."""
+    model card's code passes to zoo.load (default: the folder's path).
+
+    One process per target: `to/.NAME.lock` (trainers.locks) is held while writing, so a
+    second export of the same name is refused naming the first one's pid; an existing folder
+    is replaced only with `overwrite`; weights holding NaN or inf are refused (ExportError)."""
+    from trainers.callbacks import nonfinite_variables
+    from trainers.locks import folder_lock
     name = metadata["name"]
     final = os.path.join(to, name)
+    bad = nonfinite_variables(encoder.weights)
+    if bad:
+        raise ExportError(f"the encoder's weights hold NaN or inf ({len(bad)} variables, first {bad[0]}); "
+                          "not exporting them (a diverged run?).")
     if os.path.exists(final) and not overwrite:
         raise FileExistsError(f"{final} already exists; pass --overwrite (overwrite=True) to replace it, "
                               "or choose another --name / --to.")
     os.makedirs(to, exist_ok=True)
-    _remove_leftovers(to, name)
+    with folder_lock(os.path.join(to, f".{name}.lock"), f"export target {final}"):
+        if os.path.exists(final) and not overwrite:  # written meanwhile by a process that held the lock
+            raise FileExistsError(f"{final} already exists; pass --overwrite (overwrite=True) to replace it, "
+                                  "or choose another --name / --to.")
+        _remove_leftovers(to, name)
+        return _write_export(encoder, metadata, to, final, overwrite, saved_model, card, tflite, onnx, load_as)
+
+
+def _write_export(encoder, metadata, to, final, overwrite, saved_model, card, tflite, onnx, load_as):
+    name = metadata["name"]
     tmp = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=to)
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the export is the user's usual mode
         encoder.save_weights(os.path.join(tmp, WEIGHTS_FILE))
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump({"backbone": metadata["backbone"], "input": metadata["input"]}, f, indent=2)

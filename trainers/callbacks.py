@@ -12,6 +12,21 @@ import numpy as np
 _CKPT = re.compile(r"step-(\d+)\.weights\.h5$")
 
 
+class NonFiniteError(RuntimeError):
+    """The loss or the weights became NaN or inf; the message names the step and the last
+    checkpoint kept."""
+
+
+def nonfinite_variables(variables):
+    """Paths of the float variables among `variables` that hold NaN or inf."""
+    bad = []
+    for v in variables:
+        value = keras.ops.convert_to_numpy(v.value)
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            bad.append(v.path)
+    return bad
+
+
 def latest_checkpoint(directory):
     """(path, step) of the newest complete checkpoint in `directory`, or (None, 0)."""
     found = []
@@ -40,12 +55,24 @@ class Checkpointer(keras.callbacks.Callback):
     them after the same step (one all-reduce per step).
 
     `restore_from`: a checkpoint path loaded in on_train_begin (after Keras has built the
-    optimizer, so its slots are restored too)."""
+    optimizer, so its slots are restored too).
 
-    def __init__(self, directory, every_steps=500, keep=2, restore_from=None, log=print, accumulate_steps=1):
+    Nothing non-finite is kept: a checkpoint whose weights or optimizer state hold NaN or inf
+    is never written (`save` raises NonFiniteError, so the older checkpoints stay), and once
+    the loss has been non-finite on more than `max_nonfinite_steps` steps (0: at the first;
+    None: not checked) NonFiniteError is raised out of `fit` before anything is saved at that
+    step. Raising, unlike keras.callbacks.TerminateOnNaN's graceful stop, keeps the epoch-end
+    callbacks (this one's save, the monitors) from running on the broken weights. Keras logs
+    the epoch's running mean of the loss, so after one non-finite step every later step of
+    that epoch counts too."""
+
+    def __init__(self, directory, every_steps=500, keep=2, restore_from=None, log=print, accumulate_steps=1,
+                 max_nonfinite_steps=0):
         super().__init__()
         self.directory = directory
         self.every_steps = every_steps
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self.nonfinite_steps = 0
         self.keep = keep
         self.restore_from = restore_from
         self.accumulate_steps = max(1, int(accumulate_steps))
@@ -95,6 +122,12 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self._step = step = self._epoch_start + batch + 1
+        loss = (logs or {}).get("loss")
+        if self.max_nonfinite_steps is not None and loss is not None and not np.all(np.isfinite(loss)):
+            self.nonfinite_steps += 1
+            if self.nonfinite_steps > self.max_nonfinite_steps:
+                raise NonFiniteError(f"the loss is {float(np.ravel(loss)[0])} at step {step}; training stopped. "
+                                     f"{self._kept()} Lower the learning rate (--lr) and train into a new --out.")
         if step % self.accumulate_steps:
             return
         stop = self.stop_requested if self._any_worker is None else self._any_worker(self.stop_requested)
@@ -108,13 +141,31 @@ class Checkpointer(keras.callbacks.Callback):
         if self._step % self.accumulate_steps == 0:
             self.save(self._step)
 
+    def _kept(self):
+        path, step = latest_checkpoint(self.directory)
+        if path is None:
+            return "No checkpoint was written before it."
+        return f"Kept the last finite checkpoint, {path} (step {step})."
+
     def save(self, step):
+        """Write the checkpoint of `step` (unless it exists) and delete all but the newest
+        `keep`; returns its path. Raises NonFiniteError instead if any variable is non-finite."""
         path = os.path.join(self.directory, f"step-{step:08d}.weights.h5")
         if os.path.exists(path):
             return path
+        bad = nonfinite_variables(self.model.weights + list(self.model.optimizer.variables))
+        if bad:
+            raise NonFiniteError(f"the weights hold NaN or inf at step {step} ({len(bad)} variables, first "
+                                 f"{bad[0]}); not saving them. {self._kept()} Lower the learning rate (--lr) "
+                                 "and train into a new --out.")
         tmp = os.path.join(self.directory, f".tmp-{os.getpid()}.weights.h5")
-        self.model.save_weights(tmp)
-        os.replace(tmp, path)
+        try:
+            self.model.save_weights(tmp)
+            os.replace(tmp, path)
+        except BaseException:  # e.g. a full disk: no half-written file is left behind
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
         old = sorted(glob.glob(os.path.join(self.directory, "step-*.weights.h5")))[:-self.keep]
         for p in old:
             os.remove(p)

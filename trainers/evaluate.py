@@ -43,9 +43,12 @@ def _encoder_for(target):
 def evaluate(target, data=None, protocols=PROTOCOLS, k=200, temperature=0.1, batch_size=512, verbose=True,
              layer=None):
     """Evaluate `target` (its block `layer`, e.g. "stage2", if given); returns the report dict."""
+    import numpy as np
     import tensorflow as tf
     import zoo
     from zoo.eval import extract_features, knn_accuracy, linear_probe
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: must be 1 or more.")
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
         raise ValueError(f"Unknown protocol(s) {unknown}; choose from {list(PROTOCOLS)}.")
@@ -71,6 +74,11 @@ def evaluate(target, data=None, protocols=PROTOCOLS, k=200, temperature=0.1, bat
             cache = os.path.join(cache_dir, f"{split}-{data.split(':')[0]}-{key}.npz")
         feats[split] = extract_features(encoder, arrays.images, batch_size=batch_size, cache_path=cache,
                                         cache_key=f"{key}:{data}", preprocess=as_float, verbose=verbose)
+        bad = int(np.sum(~np.all(np.isfinite(feats[split]), axis=1)))
+        if bad:
+            raise ValueError(f"{target}: the encoder gives NaN or inf features for {bad} of the {len(arrays)} "
+                             f"{split} images of {data}; its weights are broken (a diverged run?), nothing to "
+                             "evaluate.")
     report = dict(info, data=data, split="val", split_description=split_description(data, len(val)),
                   train_images=len(train), val_images=len(val), feature_dim=int(feats["train"].shape[1]),
                   feature_seconds=round(time.time() - started, 1))
@@ -105,15 +113,12 @@ def main(argv=None):
     p.add_argument("--layer", help="probe an intermediate block instead: stem, stage1, stage2, stage3 or stage4")
     p.add_argument("--out", help="JSON file (default: RUN/eval.json, or eval.json for a model)")
     args = p.parse_args(argv)
-    from zoo.data import DataError
-    from trainers.runs import RunError
-    try:
+    from trainers.errors import user_errors
+    with user_errors():
         report = evaluate(args.target, args.data, [s.strip() for s in args.protocol.split(",") if s.strip()],
                           k=args.k, temperature=args.temperature, batch_size=args.batch_size, layer=args.layer)
-    except (DataError, RunError, ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}")
-    command = "zoo-eval " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    out = write_report(report, command, args.out)
+        command = "zoo-eval " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        out = write_report(report, command, args.out)
     where = f" [{report['layer']}]" if report.get("layer") else ""
     print(f"{report.get('run') or report.get('model')}{where} on {report['data']} ({report['split_description']}):")
     for protocol in PROTOCOLS:

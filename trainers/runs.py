@@ -17,7 +17,14 @@ def read_recipe(run_dir):
         raise RunError(f"{run_dir} is not a zoo-train run folder (no config.yaml). "
                        "Pass the --out folder of a zoo-train run.")
     with open(path) as f:
-        return yaml.safe_load(f)
+        try:
+            recipe = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise RunError(f"{path} is not valid YAML ({' '.join(str(e).split())}); restore it from the "
+                           "command that trained the run.") from None
+    if not isinstance(recipe, dict) or "method" not in recipe:
+        raise RunError(f"{path} holds no zoo-train recipe (no method: field).")
+    return recipe
 
 
 def load_run(run_dir):
@@ -30,6 +37,11 @@ def load_run(run_dir):
     method = build_method(recipe)
     # The checkpoint also holds optimizer slots, which a bare method has no use for.
     _load_model_weights(method, path)
+    from trainers.callbacks import nonfinite_variables
+    bad = nonfinite_variables(method.weights)
+    if bad:
+        raise RunError(f"{path} holds NaN or inf weights ({len(bad)} variables, first {bad[0]}): the run "
+                       "diverged. Train it again with a lower learning rate.")
     return recipe, method, step
 
 

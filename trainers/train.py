@@ -19,7 +19,8 @@ from trainers import recipes
 log = logging.getLogger("zoo.train")
 
 # Recipe keys that may change between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"epochs", "knn_every_epochs", "checkpoint_every_steps", "jit_compile"}
+_RESUMABLE_CHANGES = {"epochs", "knn_every_epochs", "checkpoint_every_steps", "jit_compile", "max_nonfinite_steps"}
+LOCK_FILE = ".lock"  # in the run folder, while a zoo-train process writes it (trainers.locks)
 
 
 def _setup_logging(out):
@@ -49,7 +50,7 @@ def prepare_run_dir(out, recipe, resume=None):
     else:
         if resume:
             raise SystemExit(f"error: --resume given but {out} holds no run (no config.yaml).")
-        if os.path.isdir(out) and os.listdir(out):
+        if os.path.isdir(out) and set(os.listdir(out)) - {LOCK_FILE}:
             raise SystemExit(f"error: {out} exists and is not a zoo run folder; choose another --out.")
     os.makedirs(out, exist_ok=True)
     with open(config_path, "w") as f:
@@ -170,8 +171,14 @@ def train(recipe, out, resume=None, verbose=None, strategy=None):
     scratch folder that they delete at the end, and every worker resumes from the checkpoints
     in `out` (so `out` must be on a file system all workers share).
 
+    The whole recipe is checked (recipes.check_recipe, the batch against the data, the method
+    built) before `out` is created, so a bad recipe leaves nothing behind. `out` is locked
+    (`out/.lock`, trainers.locks) while training: a second process on it is refused. A loss
+    that becomes NaN or inf stops the run with NonFiniteError (see callbacks.Checkpointer).
+
     Optional recipe fields: `accumulate_steps`, `jit_compile`, `optimizer.lr_scaling` (see
-    `compile_method`) and `mixed_precision: true` (see `mixed_precision_policy`)."""
+    `compile_method`), `mixed_precision: true` (see `mixed_precision_policy`) and
+    `max_nonfinite_steps` (default 0: stop at the first non-finite loss)."""
     import shutil
     import tempfile
 
@@ -179,38 +186,68 @@ def train(recipe, out, resume=None, verbose=None, strategy=None):
     import tensorflow as tf
     import zoo
     from trainers.callbacks import latest_checkpoint
+    from trainers.locks import folder_lock
     from zoo.distribute import is_chief, is_multi_worker, replica_disagreement, worker_index
 
     if isinstance(strategy, str):
         strategy = make_strategy(strategy)
     strategy = strategy or tf.distribute.get_strategy()
     chief, multi_worker = is_chief(strategy), is_multi_worker(strategy)
-    run_dir = out if chief else tempfile.mkdtemp(prefix=f"zoo-worker{worker_index(strategy)}-")
+    recipes.check_recipe(recipe)
+    replicas = strategy.num_replicas_in_sync
+    if recipe["batch_size"] % replicas:
+        raise SystemExit(f"error: batch size {recipe['batch_size']} does not split evenly over {replicas} "
+                         "replicas; use a multiple of the replica count.")
+    if recipe.get("jit_compile") and replicas > 1 and not isinstance(strategy, tf.distribute.TPUStrategy):
+        raise SystemExit("error: --jit-compile needs one device per process (or a TPU, which compiles with XLA "
+                         "anyway): Keras 3 compiles the whole replicated step as one XLA cluster, which cannot use "
+                         "variables on several devices (measured on 2 logical CPUs).")
+    train_data = zoo.data.load_arrays(recipe["data"], "train")
+    val_data = zoo.data.load_arrays(recipe["data"], "val")
+    if recipe["batch_size"] > len(train_data.images):
+        raise ValueError(f"batch_size (--batch-size) {recipe['batch_size']} is larger than the "
+                         f"{len(train_data.images)} training images of {recipe['data']}; one epoch would train "
+                         "no step. Use a smaller --batch-size.")
+    fill_num_examples(recipe, len(train_data.images))
     previous_policy = keras.config.dtype_policy()
+    run_dir = None
     try:
-        train_data = zoo.data.load_arrays(recipe["data"], "train")
-        val_data = zoo.data.load_arrays(recipe["data"], "val")
-        fill_num_examples(recipe, len(train_data.images))
-        prepare_run_dir(run_dir, recipe, resume if chief else None)
-        _setup_logging(run_dir)
-        restore, start_step = latest_checkpoint(os.path.join(out, "checkpoints"))
-        if multi_worker and replica_disagreement(strategy, lambda: [tf.constant(start_step, tf.float64)]):
-            raise SystemExit(f"error: the workers found different checkpoints to resume from (step {start_step} "
-                             f"here): {out} must be on a file system that every worker shares.")
         if recipe.get("mixed_precision"):
             keras.config.set_dtype_policy(mixed_precision_policy(strategy))
-        return _train(recipe, out, run_dir, restore, start_step, strategy, verbose, train_data, val_data)
+        keras.utils.set_random_seed(recipe["seed"])
+        with strategy.scope():
+            method = build_method(recipe)  # a bad method_config fails here, before `out` exists
+        run_dir = out if chief else tempfile.mkdtemp(prefix=f"zoo-worker{worker_index(strategy)}-")
+        created = not os.path.isdir(run_dir)
+        os.makedirs(run_dir, exist_ok=True)
+        with folder_lock(os.path.join(run_dir, LOCK_FILE), f"run folder {run_dir}"):
+            prepare_run_dir(run_dir, recipe, resume if chief else None)
+            _setup_logging(run_dir)
+            restore, start_step = latest_checkpoint(os.path.join(out, "checkpoints"))
+            if multi_worker and replica_disagreement(strategy, lambda: [tf.constant(start_step, tf.float64)]):
+                raise SystemExit(f"error: the workers found different checkpoints to resume from (step {start_step} "
+                                 f"here): {out} must be on a file system that every worker shares.")
+            return _train(recipe, method, out, run_dir, restore, start_step, strategy, verbose, train_data, val_data)
     finally:
         keras.config.set_dtype_policy(previous_policy)
-        if not chief:
+        if not chief and run_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
+        elif run_dir and created and not os.listdir(run_dir):  # refused before anything was written
+            os.rmdir(run_dir)
 
 
-def _train(recipe, out, run_dir, restore, start_step, strategy, verbose, train_data, val_data):
+def _log_to_file(message):
+    """`message` into train.log only (the CLI prints it to stderr itself)."""
+    for handler in log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None))
+
+
+def _train(recipe, method, out, run_dir, restore, start_step, strategy, verbose, train_data, val_data):
     """The body of `train`, writing into `run_dir` (`out` on the chief)."""
     import keras
     import tensorflow as tf
-    from trainers.callbacks import Checkpointer, CollapseMonitor, KNNMonitor, MetricsFile
+    from trainers.callbacks import Checkpointer, CollapseMonitor, KNNMonitor, MetricsFile, NonFiniteError
     from zoo.distribute import is_chief, is_multi_worker, num_workers, replica_disagreement
     from zoo.pipeline import pretext_dataset, steps_per_epoch
 
@@ -221,12 +258,6 @@ def _train(recipe, out, run_dir, restore, start_step, strategy, verbose, train_d
     total = epochs * spe
     log.info(f"{recipe['method']} on {recipe['data']}: {len(train_data.images)} train / "
              f"{len(val_data.images)} val images, batch {bs}, {spe} steps/epoch, {epochs} epochs -> {out}")
-    if bs % strategy.num_replicas_in_sync:
-        raise SystemExit(f"error: batch size {bs} does not split evenly over {strategy.num_replicas_in_sync} "
-                         "replicas; use a multiple of the replica count.")
-    keras.utils.set_random_seed(recipe["seed"])
-    with strategy.scope():
-        method = build_method(recipe)
     subset = method.training_subset(train_data.images)
     train_images, train_labels = train_data.images, train_data.labels
     if subset is not None:
@@ -244,10 +275,6 @@ def _train(recipe, out, run_dir, restore, start_step, strategy, verbose, train_d
         workers = f" on {num_workers(strategy)} workers" if multi_worker else ""
         log.info(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas{workers}, "
                  f"{bs // strategy.num_replicas_in_sync} images each")
-    if recipe.get("jit_compile") and strategy.num_replicas_in_sync > 1 and not isinstance(strategy, tf.distribute.TPUStrategy):
-        raise SystemExit("error: --jit-compile needs one device per process (or a TPU, which compiles with XLA "
-                         "anyway): Keras 3 compiles the whole replicated step as one XLA cluster, which cannot use "
-                         "variables on several devices (measured on 2 logical CPUs).")
     if keras.config.dtype_policy().name != "float32":
         log.info(f"mixed precision: {keras.config.dtype_policy().name}")
     if method.jit_compile is True:
@@ -256,7 +283,8 @@ def _train(recipe, out, run_dir, restore, start_step, strategy, verbose, train_d
              f"{method.feature_dim}-d features")
 
     checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"), recipe["checkpoint_every_steps"],
-                                restore_from=restore, log=log.info, accumulate_steps=accumulate)
+                                restore_from=restore, log=log.info, accumulate_steps=accumulate,
+                                max_nonfinite_steps=recipe.get("max_nonfinite_steps", 0))
     callbacks = [checkpointer]
     if chief:  # a multi-worker run's other workers write nothing that is kept
         if recipe["knn_every_epochs"] and len(val_data.images):
@@ -292,10 +320,13 @@ def _train(recipe, out, run_dir, restore, start_step, strategy, verbose, train_d
             epoch += 1
         if epoch < epochs:
             run(epoch * spe, total, epoch, epochs, spe)
+        final = checkpointer.save(checkpointer.step())
+    except NonFiniteError as e:
+        _log_to_file(f"error: {e}")
+        raise
     finally:
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
-    final = checkpointer.save(checkpointer.step())
     log.info(f"done: {total} steps in {(time.time() - started) / 60:.1f} min this session; final checkpoint {final}")
     if multi_worker:  # (batch-norm moving statistics are per replica unless sync_bn: Keras 3 does not average them)
         disagreement = replica_disagreement(strategy, lambda: [v.value for v in method.trainable_weights])
@@ -308,19 +339,27 @@ def _train(recipe, out, run_dir, restore, start_step, strategy, verbose, train_d
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="zoo-train", description="Train a self-supervised method (see zoo.list_methods()).",
-        epilog="Example: zoo-train simclr --data shapes --epochs 5 --width 0.25 --out runs/simclr_shapes")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example: zoo-train simclr --data shapes --epochs 5 --width 0.25 --out runs/simclr_shapes\n\n"
+               "The whole recipe (flags, --set, --config) is checked before the run folder is written; a bad\n"
+               "value is refused with one `error: ...` line (exit status 2). Rerunning the same command resumes.\n"
+               "One process per run folder: a second zoo-train on the same --out is refused (OUT/.lock).\n"
+               "A NaN or inf loss stops the run (exit status 1) keeping the last finite checkpoint;\n"
+               "--set max_nonfinite_steps=N tolerates N such steps (default 0). ZOO_DEBUG=1: tracebacks.")
     p.add_argument("method", nargs="?", help="method name, e.g. simclr or rotation (default: the --config's)")
     p.add_argument("--config", help="recipe YAML (default: trainers/configs/METHOD_cifar10.yaml)")
-    p.add_argument("--data", help="data spec: shapes | folder:PATH | cifar10-jpeg:PATH | tfds:NAME")
+    p.add_argument("--data", help="data spec: shapes | folder:PATH (or a plain folder PATH) | cifar10-jpeg:PATH | "
+                                  "tfds:NAME")
     p.add_argument("--out", help="run folder (default: runs/METHOD)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--epochs", type=int, help="number of epochs, 1 or more")
+    p.add_argument("--batch-size", type=int, help="global batch, 1 up to the number of training images")
+    p.add_argument("--lr", type=float, help="peak learning rate (> 0)")
     p.add_argument("--backbone", help="resnet18 | resnet34 | resnet50")
     p.add_argument("--width", type=float, help="width multiplier of the backbone")
     p.add_argument("--seed", type=int)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any recipe field, e.g. --set method_config.temperature=0.2")
+                   help="override a recipe field, e.g. --set method_config.temperature=0.2 (values are YAML; "
+                        "unknown fields are refused)")
     p.add_argument("--strategy", default="default", choices=STRATEGIES,
                    help="default (one device) | mirrored (all GPUs, or --cpu-devices) | multiworker (TF_CONFIG, "
                         "or --workers N) | tpu (--tpu ADDRESS)")
@@ -375,9 +414,7 @@ def recipe_from_args(args):
             recipe[key] = value
     for assignment in args.set:
         recipes.set_value(recipe, assignment)
-    if int(recipe.get("accumulate_steps", 1)) < 1:
-        raise ValueError(f"accumulate_steps must be 1 or more, got {recipe['accumulate_steps']}.")
-    return recipe
+    return recipes.check_recipe(recipe)
 
 
 def _free_ports(n):
@@ -478,30 +515,27 @@ def _without_option(argv, name):
 
 
 def main(argv=None):
+    from trainers.callbacks import NonFiniteError
+    from trainers.errors import fail, user_errors
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     if args.workers:
         if args.strategy != "multiworker":
-            raise SystemExit("error: --workers N starts N local workers of --strategy multiworker; add that flag.")
+            fail("--workers N starts N local workers of --strategy multiworker; add that flag.")
         if "TF_CONFIG" in os.environ:
-            raise SystemExit("error: --workers starts its own workers, but TF_CONFIG is set: unset it, or drop "
-                             "--workers to run as one worker of the cluster TF_CONFIG describes.")
-        try:
+            fail("--workers starts its own workers, but TF_CONFIG is set: unset it, or drop "
+                 "--workers to run as one worker of the cluster TF_CONFIG describes.")
+        with user_errors():
             recipe_from_args(args)  # fail here, not in every worker
-        except (ValueError, FileNotFoundError) as e:
-            raise SystemExit(f"error: {e}")
         raise SystemExit(launch_local_workers(_without_option(argv, "--workers"), args.workers))
     strategy = make_strategy(args.strategy, args.cpu_devices, args.tpu)  # before anything else touches TF's devices
-    try:
+    with user_errors():
         recipe = recipe_from_args(args)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}")
-    out = args.out or os.path.join("runs", recipe["method"])
-    from zoo.data import DataError
-    try:
-        train(recipe, out, resume=args.resume, strategy=strategy)
-    except DataError as e:
-        raise SystemExit(f"error: {e}")
+        out = args.out or os.path.join("runs", recipe["method"])
+        try:
+            train(recipe, out, resume=args.resume, strategy=strategy)
+        except NonFiniteError as e:
+            fail(e, status=1)
     print(f"run folder: {os.path.abspath(out)}")
 
 
