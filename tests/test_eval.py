@@ -74,8 +74,32 @@ def test_knn_matches_brute_force(rng, k, temperature):
     expected = _knn_reference(bank, labels, queries, 5, k, temperature)
     got = knn_predict(bank, labels, queries, 5, k=k, temperature=temperature, batch_size=16)
     np.testing.assert_array_equal(got, expected)
+    # the evaluation caps k at the smallest class's count (here ~50 of 300), k=200 and 1000 included
+    capped = _knn_reference(bank, labels, queries, 5, min(k, np.bincount(labels).min()), temperature)
     accuracy = knn_accuracy(bank, labels, queries, query_labels, 5, k=k, temperature=temperature)
-    assert accuracy == pytest.approx(np.mean(expected == query_labels))
+    assert accuracy == pytest.approx(np.mean(capped == query_labels))
+
+
+def test_knn_evaluation_caps_k_at_the_smallest_class_and_says_so():
+    # Class 0: two train points at 0 and 10 degrees; class 1: six at 30..55 degrees; the query
+    # (class 0) at 5 degrees. Cosines to it: class 0: cos 5 = 0.996 twice; class 1: cos 25 ..
+    # cos 50 = 0.906, 0.866, 0.819, 0.766, 0.707, 0.643. With t=1 and all 8 neighbours class 1
+    # outweighs class 0 (sum of e^cos: 13.2 against 5.4); capped at k=2 (class 0 has 2 points)
+    # the two neighbours are class 0's.
+    bank = np.array([_unit(a, 1.0) for a in (0, 10, 30, 35, 40, 45, 50, 55)], np.float32)
+    labels = np.array([0, 0, 1, 1, 1, 1, 1, 1])
+    query = np.array([_unit(5, 1.0)], np.float32)
+    assert _knn_reference(bank, labels, query, 2, 8, 1.0).tolist() == [1]
+    assert _knn_reference(bank, labels, query, 2, 2, 1.0).tolist() == [0]
+    assert knn_predict(bank, labels, query, 2, k=200, temperature=1.0).tolist() == [1]  # k as given
+    from zoo.eval import knn_evaluate, knn_k
+    report = knn_evaluate(bank, labels, query, [0], 2, k=200, temperature=1.0)
+    assert report == {"top1": 1.0, "k": 2, "k_requested": 200, "smallest_class": 2, "temperature": 1.0}
+    assert knn_accuracy(bank, labels, query, [0], 2, k=200, temperature=1.0) == 1.0
+    assert knn_k(labels, k=1) == 1 and knn_k(labels, k=5) == 2
+    assert knn_k([-1, -1, 3, 3, 3, 0, 0, 0, 0], k=200) == 3  # -1 (unlabelled) is no class; 1 and 2 absent
+    with pytest.raises(ValueError, match="unlabelled"):
+        knn_k([-1, -1], k=10)
 
 
 # -------------------------------------------------------------------------- linear probe

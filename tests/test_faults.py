@@ -327,7 +327,8 @@ def _image_folder(root):
 
 def test_embed_skips_named_pipes_and_never_replaces_outputs_without_overwrite(tmp_path, capsys, monkeypatch):
     import zoo
-    from trainers.embed import list_images, main
+    from trainers.embed import main
+    from zoo.data.image_files import list_images
     images = tmp_path / "images"
     images.mkdir()
     _image_folder(images)

@@ -15,10 +15,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "zoo"
 
 # Imports of trainers/ or export/ by zoo/ that are known and wait for their fix (module ->
 # imported modules). Remove an entry when it is fixed: the test fails while an entry is stale.
-KNOWN_CLI_IMPORTS = {
-    # A command-line tool inside zoo/ (issue 16: "keep zoo/ free of CLI code"): move it to trainers/.
-    "zoo.show_views": {"trainers.recipes"},
-}
+KNOWN_CLI_IMPORTS = {}
 
 
 def package_modules(package=PACKAGE):

@@ -269,3 +269,65 @@ def test_a_new_process_loads_and_trains_a_saved_model_after_import_zoo_finetune(
     assert done.returncode == 0, done.stderr[-2000:]
     model.train_on_batch(images, labels)
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), model(images), rtol=1e-5, atol=1e-5)
+
+
+def test_blocks_give_multi_scale_features_pooled_or_as_maps(images, tmp_path):
+    encoder = zoo.load(NAME)
+    pooled = zoo.load(NAME, blocks=["stage2", "stage3", "stage4"])
+    out = pooled(images)
+    assert {block: tuple(v.shape) for block, v in out.items()} == {"stage2": (4, 32), "stage3": (4, 64),
+                                                                    "stage4": (4, 128)}
+    assert pooled.feature_dim == {"stage2": 32, "stage3": 64, "stage4": 128}
+    np.testing.assert_allclose(out["stage4"], encoder(images), rtol=1e-5, atol=1e-6)  # the encoder's features
+
+    maps = zoo.load(NAME, blocks=["stem", "stage1", "stage2", "stage3", "stage4"], pooled=False)
+    got = {block: v.numpy() for block, v in maps(images).items()}
+    # ResNet-18 at width 0.25 with the CIFAR stem, at 32 px: 16/32/64/128 channels, stride 1, 1, 2, 2, 2
+    assert {block: v.shape for block, v in got.items()} == {
+        "stem": (4, 32, 32, 16), "stage1": (4, 32, 32, 16), "stage2": (4, 16, 16, 32), "stage3": (4, 8, 8, 64),
+        "stage4": (4, 4, 4, 128)}
+    for block in ("stage2", "stage3", "stage4"):  # pooled = the spatial mean of the map
+        np.testing.assert_allclose(out[block], got[block].mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)
+    symbolic = maps(keras.Input((32, 32, 3), dtype="uint8"))  # inside a user's functional model
+    assert {block: tuple(t.shape) for block, t in symbolic.items()} == {
+        block: (None, *v.shape[1:]) for block, v in got.items()}
+
+    reloaded = _save_and_load(pooled, tmp_path)
+    for block, value in reloaded(images).items():
+        np.testing.assert_allclose(value, out[block], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"stage5.*stem, stage1, stage2, stage3, stage4"):
+        zoo.load(NAME, blocks=["stage2", "stage5"])
+    with pytest.raises(ValueError, match="pooled=False applies to blocks"):
+        zoo.load(NAME, pooled=False)
+
+
+def test_readme_blocks_example_runs():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    code = re.search(r"```python\n(.*?)```", readme.split("<!-- blocks-example", 1)[1], re.S).group(1)
+    scope = {"np": np, "zoo": zoo}  # imported by the README's first example
+    exec(compile(code, "README.md", "exec"), scope)
+    assert "# (4, 8, 8, 64)" in code
+    assert tuple(scope["maps"](np.zeros((4, 32, 32, 3), np.uint8))["stage3"].shape) == (4, 8, 8, 64)
+
+
+def test_embed_a_folder_gives_the_encoders_features_of_its_images(tmp_path):
+    from PIL import Image
+    folder = _image_folder(tmp_path / "images", per_class=3)
+    top = zoo.data.load_arrays("shapes?n=300", "val").images[0]
+    keras.utils.save_img(str(folder / "loose.png"), top, scale=False)  # at the top level: label -1
+    features, paths, labels, class_names = zoo.embed(NAME, str(folder), batch_size=4)  # 7 images: 4 + 3
+
+    assert len(paths) == 7 and paths == sorted(paths) and "loose.png" in paths
+    assert class_names == sorted({p.parent.name for p in folder.glob("*/*.png")})
+    for path, label in zip(paths, labels):
+        assert label == (class_names.index(path.split("/")[0]) if "/" in path else -1)
+    pixels = np.stack([np.asarray(Image.open(folder / path).convert("RGB")) for path in paths])
+    encoder = zoo.load(NAME)
+    np.testing.assert_allclose(features, encoder(pixels), rtol=1e-4, atol=1e-5)
+    # a loaded model and a folder: spec work too; anything else is a clear error
+    again, *_ = zoo.embed(encoder, f"folder:{folder}", batch_size=256, verbose=False)
+    np.testing.assert_allclose(again, features, rtol=1e-5, atol=1e-6)
+    with pytest.raises(zoo.data.DataError, match="not a folder of images.*load_arrays"):
+        zoo.embed(encoder, "shapes")
+    with pytest.raises(ValueError, match="batch_size=0"):
+        zoo.embed(encoder, str(folder), batch_size=0)

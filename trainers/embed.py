@@ -16,96 +16,7 @@ finite.
 """
 import argparse
 import os
-import stat
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-
-
-def list_images(root):
-    """(sorted relative paths, labels, class names) of every image file under root: images in
-    a sub-folder are labelled by their top-level sub-folder, images at the top level -1."""
-    paths, special = [], []
-    for dirpath, dirnames, names in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for n in names:
-            if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."):
-                (paths if _is_regular_file(os.path.join(dirpath, n)) else special).append(
-                    os.path.relpath(os.path.join(dirpath, n), root))
-    if special:  # reading a named pipe would wait forever
-        warnings.warn(f"skipped {len(special)} entries under {root} that are not regular files "
-                      f"(first: {sorted(special)[0]})")
-    paths.sort()
-    classes = sorted({p.split(os.sep, 1)[0] for p in paths if os.sep in p})
-    index = {c: i for i, c in enumerate(classes)}
-    labels = [index[p.split(os.sep, 1)[0]] if os.sep in p else -1 for p in paths]
-    return paths, labels, classes
-
-
-def _is_regular_file(path):
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)  # follows symbolic links
-    except OSError:
-        return False
-
-
-def _read(path, size):
-    """uint8 image resized (bilinear, as the encoder itself resizes) to size, or None."""
-    import numpy as np
-    import tensorflow as tf
-    try:
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    except (OSError, tf.errors.OpError):
-        return None
-    if size is not None and tuple(image.shape[:2]) != tuple(size):
-        image = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
-    return np.asarray(image, np.float32)
-
-
-def embed_folder(encoder, root, batch_size=256, verbose=True):
-    """(features [N, D], labels [N], class names, relative paths) of every readable image under
-    `root`, read batch by batch (4 decoding threads). Each image is resized to the encoder's
-    input size on its own, so its features equal those of `encoder(image[None])`."""
-    import keras
-    import numpy as np
-    from zoo.data import DataError
-    root = os.path.abspath(os.path.expanduser(root))
-    if not os.path.isdir(root):
-        raise DataError(f"{root} is not a folder of images")
-    paths, labels, classes = list_images(root)
-    if not paths:
-        raise DataError(f"no image files ({' '.join(IMAGE_EXTENSIONS)}) under {root}")
-    size = encoder.image_size
-    size = None if size is None else (size if isinstance(size, tuple) else (size, size))
-    call = encoder.predict_on_batch
-    features, kept, skipped = None, [], []
-    progress = keras.utils.Progbar(len(paths), unit_name="image") if verbose else None
-    with ThreadPoolExecutor(4) as pool:
-        for start in range(0, len(paths), batch_size):
-            chunk = list(range(start, min(start + batch_size, len(paths))))
-            images = list(pool.map(lambda i: _read(os.path.join(root, paths[i]), size), chunk))
-            good = [i for i, image in zip(chunk, images) if image is not None]
-            skipped += [paths[i] for i, image in zip(chunk, images) if image is None]
-            batch = [image for image in images if image is not None]
-            if batch:
-                if size is None:  # no common size: one image at a time
-                    out = np.concatenate([np.asarray(call(b[None])) for b in batch])
-                else:
-                    out = np.asarray(call(np.stack(batch)))
-                if features is None:
-                    features = np.empty((len(paths), out.shape[1]), np.float32)
-                features[len(kept):len(kept) + len(out)] = out
-                kept += good
-            if progress is not None:
-                progress.add(len(chunk))
-    if not kept:
-        raise DataError(f"none of the {len(paths)} image files under {root} could be decoded "
-                        f"(first: {skipped[0]}); they must be JPEG, PNG, BMP or GIF images")
-    if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable files under {root} (first: {skipped[0]})")
-    return (features[:len(kept)], np.asarray([labels[i] for i in kept], np.int32), classes,
-            [paths[i] for i in kept])
 
 
 def embed(model, data, split="all", batch_size=256, verbose=True):
@@ -125,6 +36,7 @@ def embed(model, data, split="all", batch_size=256, verbose=True):
         if "?" in folder and not os.path.isdir(folder):
             raise zoo.data.DataError(f"--data {data!r}: zoo-embed takes no ?options for a folder (images are "
                                      "resized to the encoder's input size); pass folder:PATH")
+        from zoo.eval.features import embed_folder
         return embed_folder(encoder, folder, batch_size, verbose)
     arrays = zoo.data.load_arrays(data, split)
     features = extract_features(encoder, arrays.images, batch_size=batch_size,

@@ -3,7 +3,8 @@
 TARGET is a zoo-train run folder (its latest checkpoint), a registered model name or an export
 folder. Features of the train split (the kNN bank / probe training set) and of the val split
 are extracted from the frozen encoder (and cached in the run folder), then:
-  knn     weighted kNN top-1 on val (k=200, cosine, temperature 0.1; Wu et al. 2018)
+  knn     weighted kNN top-1 on val (k=200, capped at the smallest class's train count; cosine,
+          temperature 0.1; Wu et al. 2018)
   linear  linear-probe top-1 on val (softmax regression on standardised frozen features)
 Results are printed and written as JSON (default: RUN/eval.json).
 `--layer stage2` measures the average-pooled output of an intermediate block instead of the
@@ -46,7 +47,7 @@ def evaluate(target, data=None, protocols=PROTOCOLS, k=200, temperature=0.1, bat
     import numpy as np
     import tensorflow as tf
     import zoo
-    from zoo.eval import extract_features, knn_accuracy, linear_probe
+    from zoo.eval import extract_features, knn_evaluate, linear_probe
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: must be 1 or more.")
     unknown = [p for p in protocols if p not in PROTOCOLS]
@@ -83,9 +84,8 @@ def evaluate(target, data=None, protocols=PROTOCOLS, k=200, temperature=0.1, bat
                   train_images=len(train), val_images=len(val), feature_dim=int(feats["train"].shape[1]),
                   feature_seconds=round(time.time() - started, 1))
     if "knn" in protocols:
-        report["knn"] = {"top1": float(knn_accuracy(feats["train"], train.labels, feats["val"], val.labels,
-                                                    train.num_classes, k=k, temperature=temperature)),
-                         "k": k, "temperature": temperature}
+        report["knn"] = knn_evaluate(feats["train"], train.labels, feats["val"], val.labels, train.num_classes,
+                                     k=k, temperature=temperature)
     if "linear" in protocols:
         report["linear"] = linear_probe(feats["train"], train.labels, feats["val"], val.labels, train.num_classes)
     return report

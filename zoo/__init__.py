@@ -6,6 +6,7 @@
     zoo.list_models()                       # pretrained encoders (details=True: zoo.describe of each)
     encoder = zoo.load("simclr_resnet18w025_cifar10")   # weights=None: the untrained baseline
     model = zoo.classifier("simclr_resnet18w025_cifar10", num_classes=10)   # encoder + Dense head
+    features, paths, labels, class_names = zoo.embed("simclr_resnet18w025_cifar10", "path/to/images")
 
 Submodules: zoo.losses, zoo.data, zoo.eval, zoo.backbones, zoo.augment, zoo.optimizers,
 zoo.finetune (freeze stages, lower learning rate on the encoder).
@@ -31,6 +32,7 @@ _API = {
     "load": "zoo.hub",
     "describe": "zoo.hub",
     "classifier": "zoo.hub",
+    "embed": "zoo.eval.features",
 }
 _SUBMODULES = {"losses", "data", "eval", "backbones", "augment", "heads", "methods", "optimizers", "finetune"}
 

@@ -48,7 +48,9 @@ class ImageEncoder(keras.Model):
 
     `image_size`: the size images are resized to before the backbone, an int (square), an
     (height, width) pair, or None to run the backbone on every batch at its own size.
-    `metadata`: the preset's metadata dict (zoo.load sets it), kept through model.save."""
+    `metadata`: the preset's metadata dict (zoo.load sets it), kept through model.save.
+    A backbone with a dict of outputs (`block_encoder`) makes the encoder return that dict
+    ({block: [N, C] or [N, h, w, C]}); `feature_dim` is then {block: C}."""
 
     def __init__(self, backbone, image_size, metadata=None, **kwargs):
         kwargs.setdefault("name", f"{backbone.name}_encoder")
@@ -61,7 +63,11 @@ class ImageEncoder(keras.Model):
             self.image_size = (int(image_size[0]), int(image_size[1]))
         else:
             self.image_size = int(image_size)
-        self.feature_dim = backbone.output_shape[-1]
+        if isinstance(backbone.output, dict):
+            shapes = backbone.compute_output_shape((None, None, None, 3))
+            self.feature_dim = {block: shape[-1] for block, shape in shapes.items()}
+        else:
+            self.feature_dim = backbone.output_shape[-1]
         self._warned_range = False
         self.built = True  # the backbone is built; the wrapper has no variables of its own
 
@@ -86,7 +92,11 @@ class ImageEncoder(keras.Model):
                               "(uint8 scale). Multiply by 255 first.", stacklevel=3)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.feature_dim)
+        if not isinstance(self.feature_dim, dict):
+            return (input_shape[0], self.feature_dim)
+        size = self.image_size if isinstance(self.image_size, tuple) else (self.image_size,) * 2
+        size = tuple(input_shape[1:3]) if self.image_size is None else size
+        return self.backbone.compute_output_shape((input_shape[0], *size, 3))
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable,
@@ -102,13 +112,44 @@ class ImageEncoder(keras.Model):
         return cls(backbone, **config)
 
 
+def _check_blocks(blocks):
+    """The block names (a trailing "_out" allowed), checked against the backbone's blocks."""
+    from zoo.backbones import STAGE_NAMES
+    if isinstance(blocks, str):
+        blocks = [blocks]
+    names = [b[:-4] if isinstance(b, str) and b.endswith("_out") else b for b in blocks]
+    unknown = [b for b in names if b not in STAGE_NAMES]
+    if unknown or not names or len(set(names)) != len(names):
+        problem = (f"unknown block(s) {unknown}" if unknown else "no block" if not names else "a block named twice")
+        raise ValueError(f"blocks={list(blocks)!r}: {problem}. Valid blocks, from the input to the output: "
+                         f"{', '.join(STAGE_NAMES)}, e.g. blocks=['stage2', 'stage3', 'stage4'].")
+    return names
+
+
+def block_encoder(encoder, blocks, pooled=True):
+    """An ImageEncoder returning a dict {block: features} of the named blocks of `encoder`'s
+    backbone ("stem", "stage1".."stage4"), like timm's features_only=True: globally
+    average-pooled [N, C] with `pooled=True`, else the maps [N, h, w, C] (at 32 px: stem and
+    stage1 32x32, stage2 16x16, stage3 8x8, stage4 4x4). Pooled "stage4" equals `encoder`'s
+    own features. Shares the weights and the preprocessing; zoo.load(name, blocks=...) calls it."""
+    names = _check_blocks(blocks)
+    if not isinstance(pooled, bool):
+        raise ValueError(f"pooled={pooled!r}: expected True ([N, C] per block) or False ([N, h, w, C] maps).")
+    backbone = encoder.backbone
+    outputs = {}
+    for name in names:
+        block = backbone.get_layer(f"{name}_out").output
+        outputs[name] = keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(block) if pooled else block
+    kind = "pooled" if pooled else "maps"
+    multi = keras.Model(backbone.input, outputs, name=f"{backbone.name}_{'_'.join(names)}_{kind}")
+    return ImageEncoder(multi, encoder.image_size, metadata=encoder.metadata, name=f"{encoder.name}_blocks")
+
+
 def layer_encoder(encoder, layer):
     """An ImageEncoder on the globally average-pooled output of an intermediate block of
     `encoder`'s backbone ("stem", "stage1".."stage4"; the last equals the encoder itself), for
     per-layer probes (RotNet's best CIFAR-10 features are those of block 2). Shares weights."""
-    from zoo.backbones import feature_maps
-    name = layer[:-4] if layer.endswith("_out") else layer
-    block = feature_maps(encoder.backbone, [name]).outputs[0]  # checks the name
-    pooled = keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(block)
-    backbone = keras.Model(encoder.backbone.inputs, pooled, name=f"{encoder.backbone.name}_{name}")
+    (name,) = _check_blocks([layer])
+    pooled = keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(encoder.backbone.get_layer(f"{name}_out").output)
+    backbone = keras.Model(encoder.backbone.input, pooled, name=f"{encoder.backbone.name}_{name}")
     return ImageEncoder(backbone, encoder.image_size, name=f"{backbone.name}_encoder")

@@ -303,7 +303,7 @@ def _check_weights_choice(weights):
                          "None (random init: the same architecture and preprocessing, untrained).")
 
 
-def load(name_or_path, trainable=False, input_shape=None, weights="pretrained"):
+def load(name_or_path, trainable=False, input_shape=None, weights="pretrained", blocks=None, pooled=True):
     """A pretrained encoder as a `keras.Model`: RGB images [N, H, W, 3] (uint8, or float 0..255,
     any size) -> features [N, D].
 
@@ -316,9 +316,22 @@ def load(name_or_path, trainable=False, input_shape=None, weights="pretrained"):
     `weights=None`: the same architecture and preprocessing with random (untrained) weights,
     the baseline to compare with; `keras.utils.set_random_seed(s)` before the call makes them
     reproducible. Its `metadata` has "weights": None and no results.
+    `blocks=["stage2", "stage3", "stage4"]`: multi-scale features (timm's features_only=True):
+    the model returns a dict {block: [N, C]} of the globally average-pooled outputs of those
+    blocks (of "stem", "stage1".."stage4"), or with `pooled=False` the maps [N, h, w, C];
+    `feature_dim` is then {block: C}. Pooled "stage4" equals the plain encoder's features.
     The weights file's sha256 is checked before it is read (HashMismatchError names the file).
     An encoder whose metadata carries a "caveat" (see its model card) warns with it (UserWarning)."""
     _check_weights_choice(weights)
+    if blocks is None and pooled is not True:
+        raise ValueError(f"pooled={pooled!r} applies to blocks=[...] only: pass e.g. blocks=['stage4'], "
+                         "pooled=False for the last feature map.")
+    if blocks is not None:
+        from zoo.encoder import block_encoder
+        encoder = load(name_or_path, trainable=trainable, input_shape=input_shape, weights=weights)
+        multi = block_encoder(encoder, blocks, pooled)
+        multi.trainable = trainable
+        return multi
     meta, root = _resolve(name_or_path)
     if meta.get("format_version", 1) > FORMAT_VERSION:
         raise ValueError(f"{meta['name']} uses metadata format {meta['format_version']}; this zoo reads up to "

@@ -1,9 +1,13 @@
-"""Frozen-encoder feature extraction, with an optional on-disk cache.
+"""Frozen-encoder feature extraction, with an optional on-disk cache; the features of a folder
+of images (`embed`, i.e. `zoo.embed`, and `embed_folder`, as `zoo-embed` reads a folder).
 
 Every evaluation protocol (kNN, linear probe) works on the features of a frozen encoder, so
 they are computed once per (encoder weights, image set) and may be cached as a .npz file.
 """
 import hashlib
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import keras
 import numpy as np
@@ -93,3 +97,87 @@ def extract_features(encoder, images, batch_size=512, cache_path=None, verbose=T
     if cache_path is not None:
         _save_cache(cache_path, features, meta)
     return features
+
+
+def _input_size(model):
+    """(height, width) the images of a folder are resized to for `model`: its `image_size`
+    (an ImageEncoder's), else the static size of its input; None: each image at its own size."""
+    if hasattr(model, "image_size"):
+        size = model.image_size
+        return None if size is None else tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    shape = tuple(model.input_shape) if isinstance(model, keras.Model) else ()
+    return tuple(shape[1:3]) if len(shape) == 4 and None not in shape[1:3] else None
+
+
+def embed_folder(encoder, root, batch_size=256, verbose=True):
+    """(features [N, D], labels [N], class names, relative paths) of every readable image under
+    `root`, read batch by batch (4 decoding threads). Each image is resized to the encoder's
+    input size on its own, so its features equal those of `encoder(image[None])`. Unreadable
+    files are skipped with one warning."""
+    from zoo.data import DataError
+    from zoo.data.image_files import IMAGE_EXTENSIONS, list_images, read_image
+    root = os.path.abspath(os.path.expanduser(root))
+    if not os.path.isdir(root):
+        raise DataError(f"{root} is not a folder of images")
+    paths, labels, classes = list_images(root)
+    if not paths:
+        raise DataError(f"no image files ({' '.join(IMAGE_EXTENSIONS)}) under {root}")
+    size = _input_size(encoder)
+    call = encoder.predict_on_batch
+    features, kept, skipped = None, [], []
+    progress = keras.utils.Progbar(len(paths), unit_name="image") if verbose else None
+    with ThreadPoolExecutor(4) as pool:
+        for start in range(0, len(paths), batch_size):
+            chunk = list(range(start, min(start + batch_size, len(paths))))
+            images = list(pool.map(lambda i: read_image(os.path.join(root, paths[i]), size), chunk))
+            good = [i for i, image in zip(chunk, images) if image is not None]
+            skipped += [paths[i] for i, image in zip(chunk, images) if image is None]
+            batch = [image for image in images if image is not None]
+            if batch:
+                if size is None:  # no common size: one image at a time
+                    out = np.concatenate([np.asarray(call(b[None])) for b in batch])
+                else:
+                    out = np.asarray(call(np.stack(batch)))
+                if features is None:
+                    features = np.empty((len(paths), out.shape[1]), np.float32)
+                features[len(kept):len(kept) + len(out)] = out
+                kept += good
+            if progress is not None:
+                progress.add(len(chunk))
+    if not kept:
+        raise DataError(f"none of the {len(paths)} image files under {root} could be decoded "
+                        f"(first: {skipped[0]}); they must be JPEG, PNG, BMP or GIF images")
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable files under {root} (first: {skipped[0]})")
+    return (features[:len(kept)], np.asarray([labels[i] for i in kept], np.int32), classes,
+            [paths[i] for i in kept])
+
+
+def embed(name_or_model, folder, batch_size=256, verbose=True):
+    """Features of every image in a folder, as `zoo-embed` writes them:
+    (features float32 [N, D], paths [N] relative to the folder, labels int32 [N], class names).
+
+    `name_or_model`: what zoo.load accepts (a registered name, export folder, hf://org/repo), or
+    a loaded encoder (any keras.Model taking [N, H, W, 3] images in 0..255). `folder` (or
+    "folder:PATH"): images in sub-folders are labelled by the sub-folder (class_names[label]),
+    images at the top level get label -1. Each image is resized on its own to the encoder's
+    input size (bilinear), so row i equals encoder(image_i[None]); `batch_size` images are
+    decoded and embedded at a time, in inference mode. Unreadable files are skipped with one
+    warning (their paths are missing from `paths`)."""
+    from zoo.data import DataError
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: expected an integer of 1 or more.")
+    folder = os.fspath(folder)
+    folder = folder[len("folder:"):] if folder.startswith("folder:") else folder
+    if not os.path.isdir(os.path.expanduser(folder)):
+        raise DataError(f"{folder!r} is not a folder of images. zoo.embed reads a folder (class sub-folders "
+                        "optional); for a zoo.data spec use zoo.data.load_arrays(spec, split) and "
+                        "encoder.predict(arrays.images).")
+    if isinstance(name_or_model, (str, os.PathLike)):
+        from zoo.hub import load
+        name_or_model = load(name_or_model)
+    elif not callable(getattr(name_or_model, "predict_on_batch", None)):
+        raise ValueError(f"name_or_model={name_or_model!r}: expected a model name or path (see zoo.list_models()) "
+                         "or a keras.Model such as zoo.load(...) returns.")
+    features, labels, classes, paths = embed_folder(name_or_model, folder, batch_size, verbose)
+    return features, paths, labels, classes

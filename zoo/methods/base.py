@@ -88,7 +88,7 @@ class SSLMethod(keras.Model):
 
     def view_panels(self, views, index):
         """[(caption, float image HxWx3 in [0, 1])] showing example `index` of a views batch, for
-        `python -m zoo.show_views`. Default: each image view of the example ([B,h,w,3] or
+        `zoo-views` (trainers/show_views.py). Default: each image view of the example ([B,h,w,3] or
         [B,k,h,w,3]), captioned with its name and the example's integer labels."""
         import numpy as np
         labels = " ".join(f"{k}={int(v[index])}" for k, v in views.items() if v.shape.rank == 1 and v.dtype.is_integer)

@@ -131,5 +131,5 @@ class Jigsaw(SSLMethod):
         if "replaced" in views:
             partner = int(patches.pair_partner(len(views["replaced"]))[index])
             solved_caption = f"solved, {int(np.sum(views['replaced'][index]))} from img {partner}"
-        # Captions kept short: zoo.show_views wraps them into two lines of a small panel.
+        # Captions kept short: zoo-views (trainers/show_views.py) wraps them to the panel width.
         return [(f"permutation {label}", shuffled), (solved_caption, solved)]
