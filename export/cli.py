@@ -51,14 +51,58 @@ def train_command(run_dir, recipe):
     return f"zoo-train {recipe['method']} --config {os.path.join(run_dir, 'config.yaml')} --out {run_dir}"
 
 
+def user_folder(data):
+    """The image folder of a `folder:PATH[?options]` data spec (a user's own images), else None."""
+    kind, _, rest = data.partition(":")
+    return rest.partition("?")[0] if kind == "folder" else None
+
+
+def folder_description(data):
+    """"N training images in K classes from the folder `NAME`": the folder's base name, not its
+    path (a card must not publish where a user keeps their files)."""
+    import zoo
+    name = os.path.basename(os.path.normpath(user_folder(data)))
+    try:
+        train = zoo.data.load_arrays(data, "train")
+    except (OSError, ValueError):  # the folder moved since training: no counts
+        return f"images from the folder `{name}` (train split)"
+    return (f"{len(train.images):,} training images in {train.num_classes} "
+            f"class{'es' if train.num_classes != 1 else ''} from the folder `{name}`")
+
+
+def _replace_paths(value, replacements):
+    """`value` (JSON-like) with every occurrence of each path in `replacements` replaced."""
+    if isinstance(value, dict):
+        return {k: _replace_paths(v, replacements) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_paths(v, replacements) for v in value]
+    if isinstance(value, str):
+        for path, shown in replacements:
+            value = value.replace(path, shown)
+    return value
+
+
+def without_local_paths(value, run_dir, data):
+    """Metadata of a run on a user's folder with the folder's and the run's paths replaced by
+    their base names (longest first, so a path inside another is replaced whole)."""
+    paths = {}
+    for path in (user_folder(data), run_dir):
+        for form in {path, os.path.abspath(path), os.path.realpath(path)}:
+            if form.rstrip("/") not in ("", "."):
+                paths[form.rstrip("/")] = os.path.basename(os.path.normpath(path))
+    return _replace_paths(value, sorted(paths.items(), key=lambda item: -len(item[0])))
+
+
 def run_training_info(run_dir, recipe, step):
     seconds, pretext = final_pretext_metrics(run_dir)
     from export.saved_model import cpu_model
     kind = recipe["data"].split(":", 1)[0]
     return {
-        "dataset": {"cifar10-jpeg": "cifar10"}.get(kind, kind),
+        # (a user's folder is no named data set: the card's header lists none)
+        "dataset": None if kind == "folder" else {"cifar10-jpeg": "cifar10"}.get(kind, kind),
         "data": recipe["data"],
-        "data_description": DATA_DESCRIPTIONS.get(kind, recipe["data"]),
+        "data_description": folder_description(recipe["data"]) if kind == "folder"
+        else DATA_DESCRIPTIONS.get(kind, recipe["data"]),
         "epochs": recipe["epochs"],
         "steps": step,
         "batch_size": recipe["batch_size"],
@@ -99,8 +143,14 @@ def export_run(run_dir, name, to="published", overwrite=False, saved_model=True,
     training = run_training_info(run_dir, recipe, step)
     if compute_note:
         training["compute_note"] = compute_note
-    meta = make_metadata(name, encoder, recipe["method"], backbone, input_spec,
-                         training=training, results=run_results(run_dir))
+    results = run_results(run_dir)
+    if user_folder(recipe["data"]) is not None:  # a user's own images: no paths of their machine in the card
+        training, results = without_local_paths([training, results], run_dir, recipe["data"])
+        folder_name = os.path.basename(os.path.normpath(user_folder(recipe["data"])))
+        results = [dict(r, dataset=folder_name) for r in results]
+        if load_as is None:  # the card's code loads the export by a relative path
+            load_as = os.path.join(to if not os.path.isabs(to) else os.path.basename(os.path.normpath(to)), name)
+    meta = make_metadata(name, encoder, recipe["method"], backbone, input_spec, training=training, results=results)
     if source:
         meta["source"] = source
     if caveat:
@@ -168,6 +218,28 @@ def publish_to_hub(folder, repo_id, revision=None, token=None):
     return f"https://huggingface.co/{repo_id}" + (f"/tree/{revision}" if revision else "")
 
 
+ONNX_PACKAGES = ("tf2onnx", "onnx", "onnxruntime")  # convert, check the graph, check the features
+
+
+def _importable(name):
+    import importlib
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+def check_onnx_packages():
+    """Before anything is converted: the packages --onnx needs, or a ValueError naming the
+    missing ones and how to install them."""
+    missing = [name for name in ONNX_PACKAGES if not _importable(name)]
+    if missing:
+        raise ValueError(f"--onnx needs tf2onnx and onnx to convert and onnxruntime to check the result; "
+                         f"not installed: {', '.join(missing)}. Install them with pip install -e '.[onnx]' "
+                         "(in a clone) or pip install 'keras-ssl-zoo[onnx]', or drop --onnx.")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="zoo-export", description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a zoo-train run folder, or a registered encoder name (zoo.list_models())")
@@ -187,6 +259,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     from export.saved_model import ExportError
     from trainers.errors import fail, user_errors
+    if args.onnx:
+        with user_errors():
+            check_onnx_packages()
     formats = dict(saved_model=not args.no_saved_model, compute_note=args.compute_note, tflite=args.tflite,
                    onnx=args.onnx, caveat=args.caveat)
     import zoo

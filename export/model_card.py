@@ -9,6 +9,9 @@ import os
 
 import yaml
 
+# How each backbone stem (metadata["backbone"]["stem"]) is described in a card.
+_STEMS = {"cifar": "small-image stem: 3x3 conv, stride 1, no max-pool",
+          "imagenet": "ImageNet stem: 7x7 conv, stride 2, max-pool"}
 _PROTOCOL_NAMES = {"knn": "kNN (k=200, cosine, t=0.1)", "linear": "linear probe (softmax regression)"}
 
 
@@ -37,7 +40,7 @@ def _header(meta):
     if meta["results"]:
         header["model-index"] = [{"name": meta["name"], "results": [{
             "task": {"type": "image-classification", "name": _PROTOCOL_NAMES.get(r["protocol"], r["protocol"])},
-            "dataset": {"name": r["dataset"], "type": t.get("dataset", r["dataset"]), "split": r["split"]},
+            "dataset": {"name": r["dataset"], "type": t.get("dataset") or r["dataset"], "split": r["split"]},
             "metrics": [{"type": "accuracy", "name": "top-1", "value": round(float(r["top1"]), 4)}],
         } for r in meta["results"]]}]
     return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n"
@@ -97,7 +100,7 @@ def render_model_card(meta, load_as=None):
 # {meta['name']}
 
 A **{meta['method']}** self-supervised image encoder from keras-ssl-zoo: {b['name']} (width
-{b['width']}, {b['stem']} stem), {meta['parameters']:,} parameters, {meta['feature_dim']}-d features.
+{b['width']}, {_STEMS.get(b['stem'], str(b['stem']) + ' stem')}), {meta['parameters']:,} parameters, {meta['feature_dim']}-d features.
 It maps RGB images to feature vectors for linear classifiers, kNN retrieval or fine-tuning;
 the projection / pretext heads used in pre-training are not included.{_caveat_text(meta)}
 
@@ -135,12 +138,24 @@ accelerator), {t.get('steps', '?')} steps{'; ' + t['compute_note'] if t.get('com
 
 ## Limitations and biases
 
-Trained on {t.get('data_description', 'its training data')} only: small, low-resolution images of
-a few object classes. Features transfer poorly to other domains (faces, medical, aerial images)
-and to high resolutions without fine-tuning; upsampling 32 px training images means the
-encoder has never seen fine detail. A short CPU training budget makes it far weaker than
-published encoders of the same method; compare methods only at equal budgets.
+{_limitations(t)}
 """
+
+
+def _limitations(training):
+    """The card's limitations: those of the bundled data sets (small, low-resolution images of a
+    few classes), or, for a user's own folder, the general ones."""
+    data = training.get("data_description", "its training data")
+    if str(training.get("data", "")).startswith("folder:"):
+        return (f"Trained on {data} only, at {training.get('recipe', {}).get('method_config', {}).get('image_size', '?')}"
+                " px: the features describe images like those and transfer to other kinds of images only as far as "
+                "they resemble them; evaluate on your own task before relying on them. A small data set and a "
+                "short training budget make it far weaker than published encoders of the same method.")
+    return (f"Trained on {data} only: small, low-resolution images of\n"
+            "a few object classes. Features transfer poorly to other domains (faces, medical, aerial images)\n"
+            "and to high resolutions without fine-tuning; upsampling 32 px training images means the\n"
+            "encoder has never seen fine detail. A short CPU training budget makes it far weaker than\n"
+            "published encoders of the same method; compare methods only at equal budgets.")
 
 
 def render_model_cards_md(metas, runs=None):

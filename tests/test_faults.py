@@ -245,7 +245,6 @@ def test_a_second_zoo_export_to_the_same_target_is_refused_and_nothing_is_replac
     (["--set", "method_config.temperature=warm"], "method_config.temperature = 'warm' must be a number"),
     (["--set", "optimizer.momentun=0.5"], "unknown sgd optimizer field 'momentun': did you mean 'momentum'?"),
     (["--set", "knn.kk=5"], "unknown knn field 'kk'"),
-    (["--batch-size", "500"], "batch_size (--batch-size) 500 is larger than the 100 training images"),
     (["--width", "-1"], "width must be > 0"),
 ])
 def test_arguments_that_make_nothing_happen_are_refused_before_the_run_folder_exists(tmp_path, capsys, args,

@@ -258,3 +258,50 @@ class MetricsFile(keras.callbacks.Callback):
         row.update({k: float(v) for k, v in (logs or {}).items()})
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def _duration(seconds):
+    """12 s, 3 min 05 s, 1 h 02 min."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class ProgressLines(keras.callbacks.Callback):
+    """One progress line at least every `every_seconds` of wall time within an epoch: epoch,
+    steps done / steps of the epoch, images/s and the epoch's ETA (and the running loss). For
+    logs: outside a terminal Keras prints only once per epoch (verbose=2), its line is kept.
+    `clock` returns seconds (injectable, so tests need not sleep)."""
+
+    EVERY_SECONDS = 10.0  # the default interval
+
+    def __init__(self, batch_size, epochs=None, every_seconds=None, log=print, clock=time.monotonic):
+        super().__init__()
+        self.batch_size, self.epochs = batch_size, epochs
+        self.every_seconds = self.EVERY_SECONDS if every_seconds is None else every_seconds
+        self.log, self.clock = log, clock
+        self._epoch, self._start, self._last = 0, 0.0, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._start = self._last = self.clock()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = self.clock()
+        if now - self._last < self.every_seconds:
+            return
+        self._last = now
+        done, steps = batch + 1, (self.params or {}).get("steps")  # steps of this fit's epochs
+        elapsed = max(now - self._start, 1e-9)
+        epoch = f"epoch {self._epoch + 1}" + (f"/{self.epochs}" if self.epochs else "")
+        line = f"{epoch}: step {done}" + (f"/{steps}" if steps else "")
+        line += f", {done * self.batch_size / elapsed:.1f} images/s"
+        if steps:
+            line += f", ETA of the epoch {_duration((steps - done) * elapsed / done)}"
+        loss = (logs or {}).get("loss")
+        if loss is not None:
+            line += f", loss {float(np.ravel(keras.ops.convert_to_numpy(loss))[0]):.4f}"
+        self.log(line)

@@ -74,6 +74,48 @@ def fill_num_examples(recipe, num_examples):
         config["num_examples"] = int(num_examples)
 
 
+# A batch that leaves more than this share of the training images out of every epoch is warned about.
+MAX_DROPPED_SHARE = 0.25
+
+
+def fit_batch_to_data(batch_size, num_images, replicas=1, data="the data"):
+    """(batch to train with, warning or None). A batch larger than the training set would
+    train no step per epoch: it becomes the largest multiple of the replica count that fits
+    (one step per epoch), with a warning. Fewer images than replicas cannot run at all."""
+    if batch_size <= num_images:
+        return batch_size, None
+    fitted = num_images - num_images % replicas
+    if fitted < 1:
+        raise ValueError(f"{data} has {num_images} training images, fewer than the {replicas} replicas: each "
+                         "replica needs at least one image per step. Add images, or train on fewer devices "
+                         "(--strategy default).")
+    return fitted, (f"WARNING: batch size {batch_size} is larger than the {num_images} training images of {data}: "
+                    f"training with batch {fitted} instead (one step per epoch); set --batch-size to choose "
+                    "another.")
+
+
+def dropped_images_warning(num_images, batch_size, replicas=1):
+    """A warning (or None) when the partial last batch, which every epoch drops (so that each
+    replica gets an equal share), is more than MAX_DROPPED_SHARE of the training images; it
+    names a batch size that drops fewer."""
+    steps, dropped = divmod(num_images, batch_size)
+    if dropped <= MAX_DROPPED_SHARE * num_images:
+        return None
+    more_steps = steps + 1
+    better = num_images // more_steps // replicas * replicas
+    fix = (f"--batch-size {better} would train {more_steps} steps of every epoch and drop "
+           f"{num_images - more_steps * better}" if better >= 1 else "a smaller --batch-size drops fewer")
+    return (f"WARNING: batch size {batch_size} over {num_images} training images: every epoch trains {steps} "
+            f"step{'s' if steps > 1 else ''} and drops {dropped} images ({100 * dropped / num_images:.0f} %); "
+            f"{fix}.")
+
+
+def one_class_warning(data, class_names):
+    return (f"WARNING: {data} has one class ({', '.join(class_names)}): the kNN accuracy (val_knn_top1) is "
+            "100 % for any encoder and means nothing. Put the images in 2 or more class sub-folders to measure "
+            "the features, or --set knn_every_epochs=0.")
+
+
 def compile_method(method, recipe, steps_per_epoch):
     """Compile with the recipe's optimizer. Large-batch fields (all optional):
     `optimizer.lr_scaling`: none | linear | sqrt, with `optimizer.base_batch` (256): the peak
@@ -172,7 +214,9 @@ def train(recipe, out, resume=None, verbose=None, strategy=None):
     in `out` (so `out` must be on a file system all workers share).
 
     The whole recipe is checked (recipes.check_recipe, the batch against the data, the method
-    built) before `out` is created, so a bad recipe leaves nothing behind. `out` is locked
+    built) before `out` is created, so a bad recipe leaves nothing behind. A batch larger than
+    the training set is reduced to fit (`fit_batch_to_data`, with a warning); a batch that drops
+    more than a quarter of every epoch, and data of one class, are warned about. `out` is locked
     (`out/.lock`, trainers.locks) while training: a second process on it is refused. A loss
     that becomes NaN or inf stops the run with NonFiniteError (see callbacks.Checkpointer).
 
@@ -204,10 +248,6 @@ def train(recipe, out, resume=None, verbose=None, strategy=None):
                          "variables on several devices (measured on 2 logical CPUs).")
     train_data = zoo.data.load_arrays(recipe["data"], "train")
     val_data = zoo.data.load_arrays(recipe["data"], "val")
-    if recipe["batch_size"] > len(train_data.images):
-        raise ValueError(f"batch_size (--batch-size) {recipe['batch_size']} is larger than the "
-                         f"{len(train_data.images)} training images of {recipe['data']}; one epoch would train "
-                         "no step. Use a smaller --batch-size.")
     fill_num_examples(recipe, len(train_data.images))
     previous_policy = keras.config.dtype_policy()
     run_dir = None
@@ -217,12 +257,22 @@ def train(recipe, out, resume=None, verbose=None, strategy=None):
         keras.utils.set_random_seed(recipe["seed"])
         with strategy.scope():
             method = build_method(recipe)  # a bad method_config fails here, before `out` exists
+        # Small data: warnings logged once train.log exists. The recipe records the batch used, so
+        # eval and export see it, and rerunning the same command adapts the same way and resumes.
+        subset = method.training_subset(train_data.images)
+        recipe["batch_size"], batch_warning = fit_batch_to_data(
+            recipe["batch_size"], len(train_data.images if subset is None else subset), replicas, recipe["data"])
+        data_warnings = [batch_warning] if batch_warning else []
+        if train_data.num_classes < 2:
+            data_warnings.append(one_class_warning(recipe["data"], train_data.class_names))
         run_dir = out if chief else tempfile.mkdtemp(prefix=f"zoo-worker{worker_index(strategy)}-")
         created = not os.path.isdir(run_dir)
         os.makedirs(run_dir, exist_ok=True)
         with folder_lock(os.path.join(run_dir, LOCK_FILE), f"run folder {run_dir}"):
             prepare_run_dir(run_dir, recipe, resume if chief else None)
             _setup_logging(run_dir)
+            for message in data_warnings:
+                log.warning(message)
             restore, start_step = latest_checkpoint(os.path.join(out, "checkpoints"))
             if multi_worker and replica_disagreement(strategy, lambda: [tf.constant(start_step, tf.float64)]):
                 raise SystemExit(f"error: the workers found different checkpoints to resume from (step {start_step} "
@@ -247,7 +297,8 @@ def _train(recipe, method, out, run_dir, restore, start_step, strategy, verbose,
     """The body of `train`, writing into `run_dir` (`out` on the chief)."""
     import keras
     import tensorflow as tf
-    from trainers.callbacks import Checkpointer, CollapseMonitor, KNNMonitor, MetricsFile, NonFiniteError
+    from trainers.callbacks import (Checkpointer, CollapseMonitor, KNNMonitor, MetricsFile, NonFiniteError,
+                                    ProgressLines)
     from zoo.distribute import is_chief, is_multi_worker, num_workers, replica_disagreement
     from zoo.pipeline import pretext_dataset, steps_per_epoch
 
@@ -265,6 +316,9 @@ def _train(recipe, method, out, run_dir, restore, start_step, strategy, verbose,
         spe = steps_per_epoch(len(train_images), bs)
         total = epochs * spe
         log.info(f"{recipe['method']} trains on {len(train_images)} of the images: {spe} steps/epoch")
+    dropped = dropped_images_warning(len(train_images), bs, strategy.num_replicas_in_sync)
+    if dropped:
+        log.warning(dropped)
     if start_step >= total:
         log.info(f"already trained for {start_step} steps ({epochs} epochs): nothing to do.")
         return restore
@@ -299,6 +353,8 @@ def _train(recipe, method, out, run_dir, restore, start_step, strategy, verbose,
 
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
+    if verbose == 2 and chief:  # Keras prints once per epoch outside a terminal: add a line every ~10 s
+        callbacks.append(ProgressLines(bs, epochs, log=log.info))
     started = time.time()
     options = tf.data.Options()  # every worker makes the global batch's views, then keeps its part of it
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -352,7 +408,8 @@ def parse_args(argv=None):
                                   "tfds:NAME")
     p.add_argument("--out", help="run folder (default: runs/METHOD)")
     p.add_argument("--epochs", type=int, help="number of epochs, 1 or more")
-    p.add_argument("--batch-size", type=int, help="global batch, 1 up to the number of training images")
+    p.add_argument("--batch-size", type=int,
+                   help="global batch (default 256; larger than the training set: reduced to fit, with a warning)")
     p.add_argument("--lr", type=float, help="peak learning rate (> 0)")
     p.add_argument("--backbone", help="resnet18 | resnet34 | resnet50")
     p.add_argument("--width", type=float, help="width multiplier of the backbone")
