@@ -18,7 +18,6 @@ DATA_DESCRIPTIONS = {
                     "out as val, seed 0)",
     "shapes": "the generated `shapes` data set (train split)",
 }
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def final_pretext_metrics(run_dir):
@@ -131,10 +130,10 @@ def export_run(run_dir, name, to="published", overwrite=False, saved_model=True,
     """Export the latest checkpoint of `run_dir` as `to/name`; returns the folder. `source`
     overrides metadata["source"] (e.g. the Hub repo it is published to); `caveat` is stored as
     metadata["caveat"], shown in the model card and warned about by zoo.load."""
+    import zoo
     from export.saved_model import make_metadata, write_export
     from trainers.runs import run_encoder
-    if not _NAME.match(name):
-        raise ValueError(f"--name {name!r}: use letters, digits, '_', '-', '.' (e.g. simclr_resnet18w025_cifar10).")
+    zoo.hub.check_name(name, "--name")
     recipe, method, encoder, step = run_encoder(run_dir)
     c = method.config
     backbone = {"name": c.backbone, "width": c.width, "stem": method.encoder_stem}
@@ -169,8 +168,7 @@ def export_preset(preset, name=None, to="published", overwrite=False, saved_mode
     meta = {k: v for k, v in zoo.hub.get_metadata(preset).items()
             if k not in ("files", "fingerprint", "exports", "source")}
     meta["name"] = name or preset
-    if not _NAME.match(meta["name"]):
-        raise ValueError(f"--name {meta['name']!r}: use letters, digits, '_', '-', '.'.")
+    zoo.hub.check_name(meta["name"], "--name")
     if compute_note:
         meta["training"] = dict(meta["training"], compute_note=compute_note)
     if caveat:

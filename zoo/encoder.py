@@ -17,6 +17,10 @@ import numpy as np
 import tensorflow as tf
 
 _ALLOWED_DTYPES = {"uint8", "int32", "int64", "float16", "bfloat16", "float32", "float64"}
+# Largest image (height x width) the backbone runs on: with input_shape=(None, None, 3) a
+# 4000 x 4000 image needs ~11 GB for a ResNet-18 at width 0.25 (its CIFAR stem keeps the full
+# resolution) and crashes the process; above this limit an error asks for a resize instead.
+MAX_PIXELS_PER_IMAGE = 2048 * 2048
 
 
 def check_images(images, where="encoder"):
@@ -40,6 +44,21 @@ def check_images(images, where="encoder"):
         hint = " (channels-first? transpose to [N, H, W, 3])" if shape[1] == 3 else ""
         raise ValueError(f"{where}: images have {shape[-1]} channels in shape {shape}; expected 3 (RGB): "
                          f"{fix}{hint}.")
+    if 0 in shape[1:3]:
+        raise ValueError(f"{where}: images of shape {shape} have no pixels (height or width 0); expected "
+                         "images of at least 1 x 1 pixels. Check how they were read or cropped.")
+
+
+def check_image_size(shape, where="encoder"):
+    """Raise a ValueError if images of `shape` [N, H, W, 3] (H, W None: unknown) are larger than
+    MAX_PIXELS_PER_IMAGE, the largest the backbone is run on."""
+    height, width = shape[1], shape[2]
+    if height is not None and width is not None and height * width > MAX_PIXELS_PER_IMAGE:
+        raise ValueError(f"{where}: images of {height} x {width} pixels are larger than the "
+                         f"{MAX_PIXELS_PER_IMAGE} pixels per image (zoo.encoder.MAX_PIXELS_PER_IMAGE) this encoder "
+                         "runs on at their own size (input_shape=(None, None, 3)); that would need more memory "
+                         "than a machine has. Resize them: zoo.load(name, input_shape=(S, S, 3)), e.g. S=512, "
+                         "or resize the images before the call.")
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -68,28 +87,58 @@ class ImageEncoder(keras.Model):
             self.feature_dim = {block: shape[-1] for block, shape in shapes.items()}
         else:
             self.feature_dim = backbone.output_shape[-1]
-        self._warned_range = False
+        self._warned = set()  # the kinds of value warnings already given (once each)
         self.built = True  # the backbone is built; the wrapper has no variables of its own
+
+    def __call__(self, images, *args, **kwargs):
+        if isinstance(images, (list, tuple)):  # a nested list of pixel values, e.g. from JSON
+            images = np.asarray(images)
+        return super().__call__(images, *args, **kwargs)
 
     def call(self, images, training=False):
         check_images(images)
-        if isinstance(images, (np.ndarray, tf.Tensor)) and tf.executing_eagerly() and not self._warned_range:
-            self._warn_if_unit_range(images)
+        if isinstance(images, (np.ndarray, tf.Tensor)) and tf.executing_eagerly():
+            self._warn_about_values(images)
         x = tf.cast(images, tf.float32)
         # Always resize: a no-op at the training size (exact for bilinear), and it makes any
         # input size valid in the exported graph.
         if self.image_size is not None:
             size = self.image_size if isinstance(self.image_size, tuple) else (self.image_size,) * 2
             x = tf.image.resize(x, list(size), method="bilinear")
+        else:
+            check_image_size(tuple(images.shape))
+            if None in tuple(images.shape[1:3]):  # size known only at run time (a traced graph)
+                tf.debugging.assert_less_equal(
+                    tf.shape(x)[1] * tf.shape(x)[2], MAX_PIXELS_PER_IMAGE,
+                    message=f"encoder: images are larger than the {MAX_PIXELS_PER_IMAGE} pixels per image "
+                            "(zoo.encoder.MAX_PIXELS_PER_IMAGE) this encoder runs on at their own size; resize "
+                            "them: zoo.load(name, input_shape=(S, S, 3)), e.g. S=512.")
         return self.backbone(x / 255.0, training=training)
 
-    def _warn_if_unit_range(self, images):
-        if np.issubdtype(np.dtype(getattr(images.dtype, "as_numpy_dtype", images.dtype)), np.floating):
-            top = float(np.max(images)) if np.size(images) else 0.0
-            if 0.0 < top <= 1.0:
-                self._warned_range = True
-                warnings.warn("ImageEncoder: float images with values in 0..1; this encoder expects 0..255 "
-                              "(uint8 scale). Multiply by 255 first.", stacklevel=3)
+    def _warn_about_values(self, images):
+        """Warn once each about values outside what the encoder expects: float images in 0..1,
+        NaN or infinite values, values below 0 or above 255."""
+        if not np.size(images):
+            return
+        values = np.asarray(images)
+        floating = np.issubdtype(values.dtype, np.floating)
+        finite = np.isfinite(values) if floating else None
+        if floating and not finite.all() and "nonfinite" not in self._warned:
+            self._warned.add("nonfinite")
+            warnings.warn(f"ImageEncoder: images hold {int(values.size - finite.sum())} NaN or infinite values; "
+                          "their features will be NaN. Check how the images were read or scaled.", stacklevel=3)
+        kept = values[finite] if floating else values
+        if not kept.size:
+            return
+        low, top = float(kept.min()), float(kept.max())
+        if (low < 0 or top > 255) and "range" not in self._warned:
+            self._warned.add("range")
+            warnings.warn(f"ImageEncoder: pixel values from {low:g} to {top:g}, outside 0..255; this encoder "
+                          "expects uint8-scale images (0..255). Clip or rescale them first.", stacklevel=3)
+        elif floating and 0.0 < top <= 1.0 and low >= 0 and "unit" not in self._warned:
+            self._warned.add("unit")
+            warnings.warn("ImageEncoder: float images with values in 0..1; this encoder expects 0..255 "
+                          "(uint8 scale). Multiply by 255 first.", stacklevel=3)
 
     def compute_output_shape(self, input_shape):
         if not isinstance(self.feature_dim, dict):

@@ -17,12 +17,19 @@ Safety: the file's sha256 is checked before anything is read from it, and the mo
 by this package's own code from a few validated fields (backbone name from a fixed list,
 numbers), then plain weight arrays are read into it. No Keras config, Lambda layer or pickle
 from the downloaded files is ever deserialised, so loading never executes code from them.
+Every metadata field used is checked first, with a message naming the file and the field
+(`_check_metadata`: known names, finite numbers within bounds, paths confined to the folder),
+and the weight arrays' shapes are compared with the built model's before they are read.
 """
 import glob
 import hashlib
 import json
+import math
 import numbers
 import os
+import re
+import shlex
+import tempfile
 import warnings
 
 from zoo.registry import unknown_name_message
@@ -34,6 +41,13 @@ FORMAT_VERSION = 1
 SOURCE_TYPES = ("package", "folder", "huggingface")
 # what zoo.load needs from a Hugging Face repository (not the SavedModel, TFLite or ONNX files)
 HF_LOAD_PATTERNS = [METADATA_FILE, "config.json", "README.md", "*.weights.h5"]
+# An encoder's name: also a file name (presets/NAME.json, published/NAME), so no path separator
+# and no leading dot. Registered presets follow the stricter `preset_name` pattern, [a-z0-9_].
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Upper bounds on what a metadata file may ask us to build: above them the model would not fit
+# in memory (a hostile or mistyped file must fail with a message, not an out-of-memory kill).
+MAX_WIDTH = 4
+MAX_IMAGE_SIZE = 1024
 
 
 class HashMismatchError(RuntimeError):
@@ -53,13 +67,53 @@ def file_record(path):
     return {"sha256": sha256(path), "bytes": os.path.getsize(path)}
 
 
+def read_metadata(path):
+    """The metadata dict in the JSON file at `path`; a ValueError naming the file if it is not
+    a JSON object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: not a valid JSON metadata file ({e}). Re-export the encoder "
+                         "(zoo-export) or restore the file.") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: holds a JSON {type(meta).__name__}, expected an object "
+                         '({"name": ..., "backbone": ..., ...}). Re-export the encoder (zoo-export).')
+    return meta
+
+
 def _presets():
     out = {}
     for path in sorted(glob.glob(os.path.join(PRESET_DIR, "*.json"))):
-        with open(path) as f:
-            meta = json.load(f)
+        meta = read_metadata(path)
         out[meta["name"]] = (meta, os.path.dirname(path))
     return out
+
+
+def check_name(name, where):
+    """`name` if it is a valid encoder name (NAME_PATTERN), else a ValueError naming `where`."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ValueError(f"{where}: name {name!r} is not a valid encoder name: use letters, digits, "
+                         "'_', '-' and '.', starting with a letter or digit (no '/' or '..'), "
+                         "e.g. simclr_resnet18w025_cifar10.")
+    return name
+
+
+def file_path(root, rel, where):
+    """root/rel for a path `rel` listed in metadata["files"]; a ValueError naming `where` if it
+    is absolute or leads outside `root` (through '..' or a symbolic link)."""
+    if not isinstance(rel, str) or not rel or os.path.isabs(rel) or os.path.isabs(os.path.expanduser(rel)):
+        raise ValueError(f"{where}: files entry {rel!r} is not a relative path inside {root}; refusing it.")
+    top = os.path.realpath(root)
+    parts = os.path.normpath(top).split(os.sep)
+    if len(parts) > 2 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        # a Hugging Face cache snapshot: its files are links to the repo's blobs/ folder
+        top = os.sep.join(parts[:-2])
+    path = os.path.realpath(os.path.join(root, rel))
+    if os.path.commonpath([top, path]) != top:
+        raise ValueError(f"{where}: files entry {rel!r} leads outside {root} (to {path}); refusing it. "
+                         "An export's files live in its own folder.")
+    return os.path.join(root, rel)
 
 
 def preset_name(method, backbone, width, dataset):
@@ -102,7 +156,9 @@ def describe(name_or_path):
     knn_top1 / linear_top1 (val split, named in eval_split), the training budget (dataset,
     epochs, images_seen, train_minutes), uses_labels (False: self-supervised) and caveat
     (None, or what to know before relying on it). Accepts what zoo.load accepts."""
-    return _description(_resolve(name_or_path)[0])
+    meta, _, meta_path = _resolve(name_or_path)
+    _check_metadata(meta, meta_path)
+    return _description(meta)
 
 
 def _description(meta):
@@ -143,7 +199,7 @@ def verify_files(meta, root, only=None):
     for rel, info in meta["files"].items():
         if only is not None and rel not in only:
             continue
-        path = os.path.join(root, rel)
+        path = file_path(root, rel, meta.get("name", root))
         if not os.path.exists(path):
             raise FileNotFoundError(f"{meta['name']}: file {path} listed in its metadata is missing.")
         digest = sha256(path)
@@ -154,9 +210,13 @@ def verify_files(meta, root, only=None):
 
 
 def _resolve(name_or_path):
-    """(metadata, folder holding its files) for a registered name, export folder or hf:// id."""
+    """(metadata, folder holding its files, metadata file path) for a registered name, export
+    folder or hf:// id."""
     if isinstance(name_or_path, os.PathLike):
         name_or_path = os.fspath(name_or_path)
+    if not isinstance(name_or_path, str):
+        raise TypeError(f"expected a registered encoder name (zoo.list_models()), an export folder path or "
+                        f"'hf://org/repo', got {name_or_path!r} ({type(name_or_path).__name__}).")
     if name_or_path.startswith("hf://"):
         return _resolve_folder(_hf_snapshot(name_or_path[len("hf://"):]))
     if os.path.isdir(name_or_path):
@@ -166,7 +226,8 @@ def _resolve(name_or_path):
                                 f"a registered name ({', '.join(list_models()) or 'none'}), or hf://org/repo.")
     presets = _presets()
     meta = get_metadata(name_or_path)
-    return meta, _preset_root(meta, presets[name_or_path][1])
+    json_dir = presets[name_or_path][1]
+    return meta, _preset_root(meta, json_dir), os.path.join(json_dir, f"{name_or_path}.json")
 
 
 def _preset_root(meta, json_dir):
@@ -189,8 +250,7 @@ def _resolve_folder(folder):
     if not os.path.exists(path):
         raise FileNotFoundError(f"{folder} is not an export folder: it has no {METADATA_FILE}. "
                                 "Folders written by zoo-export have one.")
-    with open(path) as f:
-        return json.load(f), folder
+    return read_metadata(path), folder, path
 
 
 def hf_cache_dir():
@@ -218,8 +278,8 @@ def _hf_missing(repo, cache, offline, why):
     folder = os.path.join(cache, "models--" + repo_id.replace("/", "--"))
     how = (f"HF_HUB_OFFLINE=1 is set, so only the local Hugging Face cache is read ({folder}). "
            "Get the files once with network access: unset HF_HUB_OFFLINE and call "
-           f"zoo.load('hf://{repo}') again, or run `hf download {repo_id}"
-           f"{' --revision ' + revision if revision else ''}`; or point HF_HOME / HF_HUB_CACHE at the cache "
+           f"zoo.load({'hf://' + repo!r}) again, or run `hf download {shlex.quote(repo_id)}"
+           f"{' --revision ' + shlex.quote(revision) if revision else ''}`; or point HF_HOME / HF_HUB_CACHE at the cache "
            "that holds them, or pass a local export folder instead."
            if offline else
            f"Looked on the Hub and in the local Hugging Face cache ({folder}). Check the repo id, the "
@@ -240,49 +300,71 @@ def _hf_snapshot(repo):
         raise _hf_missing(repo, cache, offline, f"{type(e).__name__}: {e}") from e
     if not os.path.exists(os.path.join(folder, METADATA_FILE)):
         raise _hf_missing(repo, cache, offline, f"the cached snapshot {folder} has no {METADATA_FILE}")
-    with open(os.path.join(folder, METADATA_FILE)) as f:
-        missing = [rel for rel in json.load(f).get("files", {})
-                   if rel.endswith(".weights.h5") and not os.path.exists(os.path.join(folder, rel))]
+    meta_path = os.path.join(folder, METADATA_FILE)
+    files = read_metadata(meta_path).get("files", {})
+    if not isinstance(files, dict):
+        raise ValueError(f"{meta_path}: field files = {files!r} is not an object {{path: {{sha256, bytes}}}}.")
+    missing = [rel for rel in files if isinstance(rel, str) and rel.endswith(".weights.h5")
+               and not os.path.exists(file_path(folder, rel, meta_path))]
     if missing:
         raise _hf_missing(repo, cache, offline, f"the cached snapshot {folder} lacks {', '.join(missing)}")
     return folder
 
 
-def _check_metadata(meta):
-    """Refuse metadata whose architecture fields are not plain values this package knows:
-    the encoder is built from them by our own code, never deserialised from the file."""
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_metadata(meta, where=None):
+    """Refuse metadata whose fields are not plain values this package knows, within bounds: the
+    encoder is built from them by our own code, never deserialised from the file. `where`: the
+    metadata file, named in the message. Returns the path of the weights file (relative)."""
     from zoo.backbones import BACKBONES
-    name = meta.get("name", "?")
+    where = where or meta.get("name", "metadata")
 
     def bad(field, value, expected):
-        return ValueError(f"{name}: metadata field {field} = {value!r} is not {expected}; refusing to load. "
+        return ValueError(f"{where}: metadata field {field} = {value!r} is not {expected}; refusing to load. "
                           "zoo.load builds encoders only from known backbones and numbers, and never "
                           "deserialises layers or code from model files.")
+    check_name(meta.get("name"), where)
+    version = meta.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise bad("format_version", version, "a positive integer")
     b, spec = meta.get("backbone"), meta.get("input")
     if not isinstance(b, dict) or b.get("name") not in BACKBONES:
         raise bad("backbone", b, f"a backbone of {sorted(BACKBONES)}")
-    if not isinstance(b.get("width"), numbers.Real) or isinstance(b.get("width"), bool) or b["width"] <= 0:
-        raise bad("backbone.width", b.get("width"), "a positive number")
+    if not _is_number(b.get("width")) or not 0 < b["width"] <= MAX_WIDTH:
+        raise bad("backbone.width", b.get("width"), f"a number in (0, {MAX_WIDTH}]")
     if b.get("stem") not in ("cifar", "imagenet", "auto"):
         raise bad("backbone.stem", b.get("stem"), "'cifar', 'imagenet' or 'auto'")
-    if not isinstance(spec, dict) or not isinstance(spec.get("image_size"), int) or spec["image_size"] <= 0:
-        raise bad("input.image_size", spec.get("image_size") if isinstance(spec, dict) else spec,
-                  "a positive integer")
+    size = spec.get("image_size") if isinstance(spec, dict) else spec
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_IMAGE_SIZE:
+        raise bad("input.image_size", size, f"an integer in 1..{MAX_IMAGE_SIZE}")
     for key in ("mean", "std"):
         v = spec.get(key)
-        if not (isinstance(v, list) and len(v) == 3 and all(isinstance(x, numbers.Real) for x in v)):
-            raise bad(f"input.{key}", v, "a list of 3 numbers")
-    weights = [rel for rel in meta.get("files", {}) if rel.endswith(".weights.h5")]
+        if not (isinstance(v, list) and len(v) == 3 and all(_is_number(x) for x in v)):
+            raise bad(f"input.{key}", v, "a list of 3 finite numbers")
+    if not all(x > 0 for x in spec["std"]):
+        raise bad("input.std", spec["std"], "a list of 3 positive numbers")
+    dim = meta.get("feature_dim")
+    if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0):
+        raise bad("feature_dim", dim, "a positive integer")
+    files = meta.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(rel, str) and isinstance(info, dict)
+                                              for rel, info in files.items()):
+        raise bad("files", files, "an object {relative path: {sha256, bytes}}")
+    weights = [rel for rel in files if rel.endswith(".weights.h5")]
     if len(weights) != 1:
-        raise bad("files", list(meta.get("files", {})), "a list with exactly one .weights.h5 file")
+        raise bad("files", list(files), "a list with exactly one .weights.h5 file")
     return weights[0]
 
 
-def build_encoder(meta, input_shape=None, name=None):
-    """An ImageEncoder with the architecture described by `meta` (random weights)."""
+def build_encoder(meta, input_shape=None, name=None, where=None):
+    """An ImageEncoder with the architecture described by `meta` (random weights); `where`
+    names the metadata file in errors."""
     from zoo.backbones import build_backbone
-    from zoo.encoder import ImageEncoder
-    _check_metadata(meta)
+    from zoo.encoder import ImageEncoder, MAX_PIXELS_PER_IMAGE
+    _check_metadata(meta, where)
     b, spec = meta["backbone"], meta["input"]
     size = spec["image_size"]
     if input_shape is not None:
@@ -292,9 +374,57 @@ def build_encoder(meta, input_shape=None, name=None):
             raise ValueError(f"input_shape={input_shape!r}: expected (height, width, 3) with positive integer "
                              "or None sizes, e.g. (64, 64, 3), or (None, None, 3) for no resize.")
         size = None if None in shape[:2] else shape[:2]
+        if size is not None and size[0] * size[1] > MAX_PIXELS_PER_IMAGE:
+            raise ValueError(f"input_shape={input_shape!r}: more than {MAX_PIXELS_PER_IMAGE} pixels per image "
+                             "(zoo.encoder.MAX_PIXELS_PER_IMAGE) would not fit in memory; use e.g. "
+                             f"input_shape=({spec['image_size'] * 4}, {spec['image_size'] * 4}, 3).")
     backbone = build_backbone(b["name"], width=b["width"], image_size=spec["image_size"], stem=b["stem"],
                               mean=spec["mean"], std=spec["std"])
-    return ImageEncoder(backbone, size, name=name or meta["name"])
+    encoder = ImageEncoder(backbone, size, name=name or meta["name"])
+    dim = meta.get("feature_dim")
+    if dim is not None and dim != encoder.feature_dim:
+        raise ValueError(f"{where or meta['name']}: metadata field feature_dim = {dim} disagrees with the "
+                         f"encoder built from its backbone fields ({b['name']} width {b['width']}: "
+                         f"{encoder.feature_dim} features); the file was edited or is corrupt. Re-export it.")
+    return encoder
+
+
+def _weight_shapes(path):
+    """{dataset path: shape} of every array in a Keras .weights.h5 file."""
+    import h5py
+    shapes = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda key, item: shapes.__setitem__(key, item.shape)
+                     if isinstance(item, h5py.Dataset) else None)
+    return shapes
+
+
+def check_weight_shapes(encoder, path, where, backbone=None):
+    """Refuse a weights file whose arrays do not have the shapes of `encoder`'s weights, naming
+    the first that differs (Keras would only say "N objects could not be loaded"). The
+    expected layout is that of the same encoder's own save_weights."""
+    with tempfile.TemporaryDirectory() as tmp:
+        expected_file = os.path.join(tmp, "expected.weights.h5")
+        with warnings.catch_warnings():  # Keras's saving code warns about numpy 2's copy keyword
+            warnings.simplefilter("ignore", DeprecationWarning)
+            encoder.save_weights(expected_file)
+        expected = _weight_shapes(expected_file)
+    try:
+        found = _weight_shapes(path)
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable Keras .weights.h5 file ({e}).") from e
+    for key, shape in expected.items():
+        if found.get(key) != shape:
+            layer = key.rsplit("/vars/", 1)[0]
+            got = f"shape {found[key]}" if key in found else "no such array"
+            raise ValueError(f"{path}: weights of layer {layer!r} ({key}) have {got}, but the encoder built "
+                             f"from {where} expects shape {shape}: the weights and the metadata (backbone "
+                             f"{backbone}) disagree, e.g. a different width. Re-export the run, "
+                             "or restore the matching metadata.json.")
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise ValueError(f"{path}: holds {len(extra)} arrays the encoder built from {where} does not have "
+                         f"(first: {extra[0]}); the weights and the metadata disagree. Re-export the run.")
 
 
 def _check_weights_choice(weights):
@@ -332,21 +462,24 @@ def load(name_or_path, trainable=False, input_shape=None, weights="pretrained", 
         multi = block_encoder(encoder, blocks, pooled)
         multi.trainable = trainable
         return multi
-    meta, root = _resolve(name_or_path)
+    meta, root, meta_path = _resolve(name_or_path)
+    weights_file = _check_metadata(meta, meta_path)
     if meta.get("format_version", 1) > FORMAT_VERSION:
         raise ValueError(f"{meta['name']} uses metadata format {meta['format_version']}; this zoo reads up to "
                          f"{FORMAT_VERSION}. Upgrade the package.")
-    weights_file = _check_metadata(meta)
     if weights is None:
-        encoder = build_encoder(meta, input_shape=input_shape, name=f"{meta['name']}_random_init")
+        encoder = build_encoder(meta, input_shape=input_shape, name=f"{meta['name']}_random_init",
+                                where=meta_path)
         # what describes the trained weights (results, fingerprint, caveat) does not apply
         encoder.metadata = {key: value for key, value in meta.items()
                             if key not in ("results", "fingerprint", "caveat", "files")} | {"weights": None}
         encoder.trainable = trainable
         return encoder
     verify_files(meta, root, only=[weights_file])
-    encoder = build_encoder(meta, input_shape=input_shape)
-    encoder.load_weights(os.path.join(root, weights_file))
+    encoder = build_encoder(meta, input_shape=input_shape, where=meta_path)
+    weights_path = file_path(root, weights_file, meta_path)
+    check_weight_shapes(encoder, weights_path, meta_path, meta["backbone"])
+    encoder.load_weights(weights_path)
     encoder.trainable = trainable
     encoder.metadata = meta
     if meta.get("caveat"):

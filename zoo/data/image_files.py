@@ -6,7 +6,7 @@ import os
 import stat
 import warnings
 
-from zoo.data.sources import IMAGE_EXTENSIONS
+from zoo.data.sources import IMAGE_EXTENSIONS, decode_image
 
 
 def list_images(root):
@@ -44,7 +44,8 @@ def read_image(path, size):
     import numpy as np
     import tensorflow as tf
     try:
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        with open(path, "rb") as f:
+            image = decode_image(f.read())
     except (OSError, tf.errors.OpError):
         return None
     if size is not None and tuple(image.shape[:2]) != tuple(size):

@@ -6,6 +6,7 @@ resize option, so a second load only reads one file. Unreadable image files are 
 counted, with one warning per load.
 """
 import hashlib
+import io
 import json
 import os
 import re
@@ -19,7 +20,8 @@ import tensorflow as tf
 from zoo.cache import cache_dir, write_atomically
 from zoo.data.base import DataError, ImageArrays
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")  # tf.io.decode_image reads no TIFF: Pillow decodes these
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
 CIFAR10_HINT = "../shared/data/cifar10-train-jpeg.tar.gz"
@@ -32,7 +34,15 @@ _PROGRESS_EVERY = 10_000
 
 
 def decode_image(data):
-    """JPEG/PNG/BMP/GIF (first frame) bytes -> uint8 [H, W, 3]; tf.errors.OpError if unreadable."""
+    """JPEG/PNG/BMP/GIF (first frame)/WebP or TIFF bytes -> uint8 [H, W, 3]; tf.errors.OpError
+    or OSError if unreadable."""
+    if data[:4] in _TIFF_MAGIC:
+        from PIL import Image
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                return np.asarray(image.convert("RGB"), np.uint8)
+        except (ValueError, Image.DecompressionBombError) as e:  # Pillow's other errors are OSErrors
+            raise OSError(f"cannot decode TIFF: {e}") from e
     return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
 
 
@@ -73,7 +83,7 @@ def _decode_all(entries, n, where, size=None):
             print(f"decoding {where}: {i}/{n} images", file=sys.stderr, flush=True)
     if images is None:
         raise DataError(f"none of the {n} image files under {where} could be decoded "
-                        f"(first: {skipped[0]}); they must be JPEG, PNG, BMP or GIF images")
+                        f"(first: {skipped[0]}); they must be JPEG, PNG, BMP, GIF, WebP or TIFF images")
     if skipped:
         _warn_skipped(where, len(skipped), skipped[0])
     return {"images": images[:kept], "labels": labels[:kept],

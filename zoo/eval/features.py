@@ -146,7 +146,7 @@ def embed_folder(encoder, root, batch_size=256, verbose=True):
                 progress.add(len(chunk))
     if not kept:
         raise DataError(f"none of the {len(paths)} image files under {root} could be decoded "
-                        f"(first: {skipped[0]}); they must be JPEG, PNG, BMP or GIF images")
+                        f"(first: {skipped[0]}); they must be JPEG, PNG, BMP, GIF, WebP or TIFF images")
     if skipped:
         warnings.warn(f"skipped {len(skipped)} unreadable files under {root} (first: {skipped[0]})")
     return (features[:len(kept)], np.asarray([labels[i] for i in kept], np.int32), classes,
