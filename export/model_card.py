@@ -257,6 +257,10 @@ def layer_probes(root):
 
 
 # What each paper reports on a setting comparable to ours, and what differs.
+_MODERN_REFERENCES = ("References at far larger budgets, ResNet-18 at full width (11 M parameters) on CIFAR-10: lightly's benchmark "
+    "(lightly-ai/lightly docs/source/getting_started/benchmarks.rst, kNN on the test set, batch 128, one GPU) and "
+    "solo-learn's 1000-epoch table (online linear). Ours: ResNet-18 at width 0.25 (0.7 M parameters), 12 epochs "
+    "on 45k images, kNN and linear probes on the 5k held-out val images.")
 PAPER_FIGURES = {
     "rotation": "RotNet (Gidaris et al. 2018, table 1 and section 3.2): CIFAR-10 test, a 4-block "
                 "network-in-network trained 200 epochs (official config) on all 50k train images, non-linear classifier on block-2 "
@@ -290,6 +294,14 @@ PAPER_FIGURES = {
                       "ImageNet images, evaluated by fine-tuning (R-CNN detection on PASCAL VOC) and by nearest-neighbour "
                       "retrieval of patches. Ours cuts 7 px patches from 32 px images (resampled, design note 22) and "
                       "probes whole images, where it stays near the untrained floor (its card's caveat).",
+    "byol": "BYOL (Grill et al. 2020) reports ImageNet (74.3 linear, ResNet-50). lightly: kNN 86.9 at 200 epochs, 91.0 at 800; solo-learn: 92.6 linear at 1000 epochs. " + _MODERN_REFERENCES,
+    "simsiam": "SimSiam (Chen & He 2021, CIFAR-10 section: 91.8 linear, ResNet-18 variant, 800 epochs). lightly: kNN 90.4 at 800 epochs; solo-learn: 90.5 linear at 1000. " + _MODERN_REFERENCES,
+    "barlow_twins": "Barlow Twins (Zbontar et al. 2021) reports ImageNet (73.2 linear, ResNet-50). solo-learn: 92.1 linear at 1000 epochs. " + _MODERN_REFERENCES,
+    "vicreg": "VICReg (Bardes et al. 2022) reports ImageNet (73.2 linear, ResNet-50). solo-learn: 92.1 linear at 1000 epochs. " + _MODERN_REFERENCES,
+    "swav": "SwAV (Caron et al. 2020) reports ImageNet (75.3 linear with multi-crop, ResNet-50). lightly: kNN 88.4 at 800 epochs; solo-learn: 89.2 linear at 1000. " + _MODERN_REFERENCES,
+    "dino": "DINO (Caron et al. 2021) reports ImageNet (ViT and ResNet-50, 75.3 linear). solo-learn: 89.5 linear at 1000 epochs. " + _MODERN_REFERENCES,
+    "nnclr": "NNCLR (Dwibedi et al. 2021) reports ImageNet (75.4 linear, ResNet-50). solo-learn: 91.9 linear at 1000 epochs. " + _MODERN_REFERENCES,
+    "mocov3": "MoCo v3 (Chen, Xie & He 2021) reports ImageNet (ViT; 73.8 linear with ResNet-50). solo-learn: 93.1 linear at 1000 epochs. " + _MODERN_REFERENCES,
     "supcon": "SupCon (Khosla et al. 2020): 96.0 on CIFAR-10 test with ResNet-50 and labels, batch 1024, "
               "long training. Ours uses the labels of the 45k train images too (it is supervised), at "
               "ResNet-18 width 0.25 for 12 epochs; its numbers are an upper reference for the unsupervised rows, "

@@ -41,6 +41,6 @@ def test_filters_and_json(capsys):
 
 
 def test_no_match_is_an_error_naming_what_ships(capsys):
-    assert main(["--method", "byol"]) == 1
+    assert main(["--method", "simclr", "--dataset", "imagenet"]) == 1
     err = capsys.readouterr().err
-    assert "--method byol" in err and "simclr" in err and "cifar10" in err
+    assert "--dataset imagenet" in err and "simclr" in err and "cifar10" in err
