@@ -8,7 +8,6 @@ model.onnx, each checked against the Keras model before it is kept.
 """
 import argparse
 import functools
-import json
 import os
 import re
 import tempfile
@@ -18,36 +17,6 @@ DATA_DESCRIPTIONS = {
                     "out as val, seed 0)",
     "shapes": "the generated `shapes` data set (train split)",
 }
-
-
-def final_pretext_metrics(run_dir):
-    """(training seconds summed over epochs, the pretext metrics of the last epoch) of a run."""
-    seconds, last = 0.0, {}
-    metrics = os.path.join(run_dir, "metrics.jsonl")
-    if os.path.exists(metrics):
-        with open(metrics) as f:
-            for line in f:
-                if line.strip():
-                    row = json.loads(line)
-                    seconds += row.get("epoch_seconds", 0.0)
-                    last = row
-    skip = {"epoch", "step", "epoch_seconds", "loss", "val_knn_top1", "learning_rate"}
-    return seconds, {k: round(v, 4) for k, v in last.items() if k not in skip and isinstance(v, (int, float))}
-
-
-def train_command(run_dir, recipe):
-    """The zoo-train command that reproduces a run: the method's CIFAR-10 recipe when the run
-    used it unchanged, else the run's own config.yaml."""
-    from trainers.recipes import default_recipe_path, load_recipe
-    kind = recipe["data"].split(":", 1)[0]
-    default = load_recipe(recipe["method"])
-    comparable = {k: v for k, v in recipe.items()}
-    comparable["method_config"] = {k: v for k, v in recipe.get("method_config", {}).items() if k != "num_examples"}
-    default["method_config"] = {k: v for k, v in default.get("method_config", {}).items() if k != "num_examples"}
-    if kind == "cifar10-jpeg" and comparable == default:
-        path = os.path.relpath(default_recipe_path(recipe["method"]), os.path.dirname(os.path.dirname(__file__)))
-        return f"zoo-train {recipe['method']} --config {path} --out {run_dir}"
-    return f"zoo-train {recipe['method']} --config {os.path.join(run_dir, 'config.yaml')} --out {run_dir}"
 
 
 def user_folder(data):
@@ -93,8 +62,9 @@ def without_local_paths(value, run_dir, data):
 
 
 def run_training_info(run_dir, recipe, step):
-    seconds, pretext = final_pretext_metrics(run_dir)
     from export.saved_model import cpu_model
+    from trainers.runs import final_pretext_metrics, train_command
+    seconds, pretext = final_pretext_metrics(run_dir)
     kind = recipe["data"].split(":", 1)[0]
     return {
         # (a user's folder is no named data set: the card's header lists none)
@@ -131,7 +101,7 @@ def export_run(run_dir, name, to="published", overwrite=False, saved_model=True,
     overrides metadata["source"] (e.g. the Hub repo it is published to); `caveat` is stored as
     metadata["caveat"], shown in the model card and warned about by zoo.load."""
     import zoo
-    from export.saved_model import make_metadata, write_export
+    from export.saved_model import write_export
     from trainers.runs import run_encoder
     zoo.hub.check_name(name, "--name")
     recipe, method, encoder, step = run_encoder(run_dir)
@@ -149,7 +119,7 @@ def export_run(run_dir, name, to="published", overwrite=False, saved_model=True,
         results = [dict(r, dataset=folder_name) for r in results]
         if load_as is None:  # the card's code loads the export by a relative path
             load_as = os.path.join(to if not os.path.isabs(to) else os.path.basename(os.path.normpath(to)), name)
-    meta = make_metadata(name, encoder, recipe["method"], backbone, input_spec, training=training, results=results)
+    meta = zoo.hub.make_metadata(name, encoder, recipe["method"], backbone, input_spec, training=training, results=results)
     if source:
         meta["source"] = source
     if caveat:

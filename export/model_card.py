@@ -202,16 +202,13 @@ def _pretext(metrics):
 def other_runs(root, shipped):
     """Rows for the committed run folders under `root` that were evaluated but not shipped
     (ablations such as RotNet's rotation sets): same split, same protocols."""
-    from export.cli import final_pretext_metrics, train_command
+    from trainers.runs import final_pretext_metrics, read_eval, read_recipe, train_command
     rows = []
     for run in sorted(os.listdir(root)) if os.path.isdir(root) else []:
         run_dir = os.path.join(root, run)
         if run in shipped or not os.path.exists(os.path.join(run_dir, "eval.json")):
             continue
-        with open(os.path.join(run_dir, "eval.json")) as f:
-            report = json.load(f)
-        with open(os.path.join(run_dir, "config.yaml")) as f:
-            recipe = yaml.safe_load(f)
+        report, recipe = read_eval(run_dir), read_recipe(run_dir)
         seconds, pretext = final_pretext_metrics(run_dir)
         rows.append({"run": f"{os.path.basename(root)}/{run}", "method": recipe["method"],
                      "method_config": recipe.get("method_config", {}), "epochs": recipe["epochs"],
@@ -244,14 +241,10 @@ def _other_runs_section(rows):
 
 def layer_probes(root):
     """Rows of the per-block probe reports (`zoo-eval RUN --layer stageK` -> RUN/eval-stageK.json)."""
+    from trainers.runs import read_layer_evals
     rows = []
     for run in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-        run_dir = os.path.join(root, run)
-        names = sorted(n for n in os.listdir(run_dir) if n.startswith("eval-") and n.endswith(".json")) \
-            if os.path.isdir(run_dir) else []
-        for name in names + (["eval.json"] if names else []):
-            with open(os.path.join(run_dir, name)) as f:
-                report = json.load(f)
+        for _, report in read_layer_evals(os.path.join(root, run)):
             rows.append(dict(report, run=f"{os.path.basename(root)}/{run}", layer=report.get("layer", "stage4 (final)")))
     return rows
 

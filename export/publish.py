@@ -5,13 +5,12 @@ keras-ssl-zoo). Uploading to the Hugging Face Hub is `zoo-export ... --to hf://o
     python -m export.model_card                                           # then refresh MODEL_CARDS.md
 """
 import argparse
-import json
 import os
 import re
 import shlex
 import shutil
 
-from zoo.hub import METADATA_FILE, PRESET_DIR, file_record, read_metadata
+from zoo.hub import METADATA_FILE, PRESET_DIR, file_record, read_metadata, write_metadata
 
 # Registered names follow zoo.hub.preset_name (METHOD_BACKBONE[wWIDTH]_DATASET): lower-case
 # letters, digits and '_', so that NAME.json and weights/NAME.weights.h5 stay in preset_dir.
@@ -58,9 +57,7 @@ def register_in_package(folder, preset_dir=PRESET_DIR):
     meta.pop("exports", None)  # TFLite / ONNX files stay in the export folder
     meta["fingerprint"] = fingerprint(encoder)
     path = os.path.join(preset_dir, f"{name}.json")
-    with open(path, "w") as f:
-        json.dump(meta, f, indent=2)
-        f.write("\n")
+    write_metadata(path, meta)
     return path
 
 

@@ -4,7 +4,8 @@
       config.json         architecture + input spec, Keras-preset style (zoo.load reads the
                           same fields from metadata.json)
       model.weights.h5    Keras weights of the ImageEncoder
-      metadata.json       name, method, recipe, results, files with sha256 (the preset schema)
+      metadata.json       name, method, recipe, results, files with sha256 (the preset schema,
+                          zoo.hub.make_metadata)
       saved_model/        TF SavedModel; signatures:
                             serving_default: uint8 [N, H, W, 3], any N, H, W -> {"features": [N, D]}
                             serving_float:   float32 [N, H, W, 3] in 0..255   -> {"features": [N, D]}
@@ -32,7 +33,7 @@ import keras
 import tensorflow as tf
 
 from export.model_card import render_model_card
-from zoo.hub import FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, file_record
+from zoo.hub import METADATA_FILE, WEIGHTS_FILE, file_record, write_metadata
 
 TFLITE_FILE = "model.tflite"
 ONNX_FILE = "model.onnx"
@@ -61,23 +62,6 @@ def cpu_model():
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def make_metadata(name, encoder, method, backbone_config, input_spec, training=None, results=None):
-    """The metadata schema shared by export folders and package presets (files added later)."""
-    return {
-        "name": name,
-        "format_version": FORMAT_VERSION,
-        "method": method,
-        "backbone": backbone_config,
-        "input": input_spec,
-        "feature_dim": int(encoder.feature_dim),
-        "parameters": int(encoder.backbone.count_params()),
-        "training": training or {},
-        "results": results or [],
-        "files": {},
-        "source": {"type": "folder", "path": "."},
-    }
 
 
 def check_images():
@@ -254,8 +238,7 @@ def _write_export(encoder, metadata, to, final, overwrite, saved_model, card, tf
         metadata = dict(metadata, files={rel: file_record(os.path.join(tmp, rel)) for rel in files})
         if exports:
             metadata["exports"] = exports
-        with open(os.path.join(tmp, METADATA_FILE), "w") as f:
-            json.dump(metadata, f, indent=2)
+        write_metadata(os.path.join(tmp, METADATA_FILE), metadata)
         if saved_model:
             write_saved_model(encoder, os.path.join(tmp, "saved_model"))
         if card:

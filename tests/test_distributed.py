@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import zoo
 from trainers.callbacks import latest_checkpoint
-from trainers.train import _free_ports
+from trainers.launcher import _free_ports
 from zoo.optimizers import make_optimizer
 from zoo.pipeline import pretext_dataset
 

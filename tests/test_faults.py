@@ -1,6 +1,6 @@
 """Faults a user can cause with zoo-train, zoo-eval, zoo-embed and zoo-export (issue 16): a
 diverging loss, two writers on one folder, arguments that make nothing happen, errors that
-came out as tracebacks, a named pipe among the images, outputs silently replaced.
+came out as tracebacks, a named pipe among the images, outputs silently replaced, a full disk.
 
 The CLIs' main(argv) run in this process (a subprocess costs ~6 s of TensorFlow start-up);
 only the lock holder is another process, and it imports nothing but trainers/locks.py."""
@@ -17,6 +17,7 @@ DATA = "shapes?n=120"  # 100 train / 20 val images
 TINY = ["--data", DATA, "--epochs", "1", "--batch-size", "20", "--width", "0.125", "--set", "knn_every_epochs=0"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCKS_PY = os.path.join(ROOT, "trainers", "locks.py")
+DISK_FULL = re.compile(r"is full \(\d+(\.\d)? (bytes|KB|MB|GB) free of \d+(\.\d)? (bytes|KB|MB|GB)\)")
 
 
 def _exit(main, argv, capsys):
@@ -380,3 +381,109 @@ def test_a_plain_folder_path_is_folder_data_and_a_missing_one_is_not_found(tmp_p
     assert code == 2
     _assert_one_error_line(err, f"{missing} not found")
     assert not (tmp_path / "run").exists()
+
+
+# --- 7. a full disk while writing ----------------------------------------------------------------
+
+def _fill_disk(monkeypatch, cls, from_call, h5py_text=False):
+    """From its `from_call`-th call on, `cls.save_weights` writes part of the file and then fails
+    as on a full disk: OSError ENOSPC naming the file, or (h5py_text) h5py's OSError, which
+    carries the C library's errno only in its text. Returns the paths it was called with."""
+    import errno
+    save, calls = cls.save_weights, []
+
+    def save_weights(self, path, *args, **kwargs):
+        calls.append(str(path))
+        if len(calls) < from_call:
+            return save(self, path, *args, **kwargs)
+        with open(path, "wb") as f:
+            f.write(b"\x89HDF\r\n\x1a\n half a file")
+        if h5py_text:
+            raise OSError(f"Unable to synchronously create file (file write failed: filename = '{path}', "
+                          "errno = 28, error message = 'No space left on device')")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    monkeypatch.setattr(cls, "save_weights", save_weights)
+    return calls
+
+
+def _sha256(path):
+    import hashlib
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+@pytest.mark.parametrize("h5py_text", [False, True])
+def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint_and_says_so(tmp_path, monkeypatch, h5py_text):
+    """The checkpoint of step 3 meets a full disk after its temporary file exists: the partial
+    .tmp-* file is removed, the checkpoints of steps 1 and 2 stay byte for byte, and
+    DiskFullError names the folder, the space left (shutil.disk_usage) and the checkpoint kept.
+    (Before: the OSError came out raw, and at the CLI as a traceback.)"""
+    import keras
+    import tensorflow as tf
+    from trainers.callbacks import Checkpointer
+    from trainers.errors import DiskFullError
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    data = tf.data.Dataset.from_tensor_slices((np.ones((4, 2, 3), "float32"), np.ones((4, 2, 1), "float32")))
+    folder = tmp_path / "run" / "checkpoints"
+    checkpointer = Checkpointer(str(folder), every_steps=1, keep=2, log=lambda *_: None)
+    calls = _fill_disk(monkeypatch, keras.Model, 3, h5py_text)
+    kept = {}
+    real_save = checkpointer.save
+
+    def save(step):  # the complete checkpoints as they are just before the failing write
+        kept.update({name: _sha256(folder / name) for name in os.listdir(folder)})
+        return real_save(step)
+    monkeypatch.setattr(checkpointer, "save", save)
+    with pytest.raises(DiskFullError) as raised:
+        model.fit(data, epochs=1, verbose=0, callbacks=[checkpointer])
+    message = str(raised.value)
+    assert message.startswith(f"the disk of {folder} is full (") and DISK_FULL.search(message), message
+    assert "checkpoint of step 3 could not be written" in message
+    assert f"Kept the last complete checkpoint, {folder / 'step-00000002.weights.h5'} (step 2)" in message
+    assert os.path.basename(calls[-1]).startswith(".tmp-")  # it failed with its temporary file half written
+    assert sorted(os.listdir(folder)) == ["step-00000001.weights.h5", "step-00000002.weights.h5"]
+    assert {name: _sha256(folder / name) for name in os.listdir(folder)} == kept
+
+
+@pytest.mark.slow  # ~10 s: trains 3 steps; the Checkpointer test above covers the files, this the CLI's line
+def test_zoo_train_on_a_full_disk_prints_one_error_line_naming_the_run_folder(tmp_path, capsys, monkeypatch,
+                                                                             eager_training):
+    import keras
+    from trainers.callbacks import latest_checkpoint
+    from trainers.train import main
+    out = tmp_path / "run"
+    _fill_disk(monkeypatch, keras.Model, 3)
+    code, _, err = _exit(main, ["rotation", *TINY, "--set", "checkpoint_every_steps=1", "--out", str(out)], capsys)
+    assert code == 1
+    _assert_one_error_line(err, f"the disk of {out / 'checkpoints'} is full (", "free of",
+                           f"Kept the last complete checkpoint, {out / 'checkpoints' / 'step-00000002.weights.h5'}",
+                           "rerun the same command to resume")
+    assert DISK_FULL.search(err)
+    assert sorted(os.listdir(out / "checkpoints")) == ["step-00000001.weights.h5", "step-00000002.weights.h5"]
+    assert latest_checkpoint(str(out / "checkpoints"))[1] == 2
+
+
+def test_zoo_export_on_a_full_disk_prints_one_error_line_and_leaves_no_partial_folder(trained_run, tmp_path,
+                                                                                     capsys, monkeypatch):
+    import keras
+    from export.cli import main
+    to = tmp_path / "published"
+    _fill_disk(monkeypatch, keras.Model, 1)
+    code, _, err = _exit(main, [trained_run, "--name", "enc", "--to", str(to), "--no-saved-model"], capsys)
+    assert code == 1
+    _assert_one_error_line(err, "is full (", "free of", "model.weights.h5 failed")
+    assert DISK_FULL.search(err)
+    assert os.listdir(to) == []  # neither the partial folder nor the lock file stays
+
+
+def test_only_a_full_disk_becomes_a_disk_full_error_line():
+    import errno
+    from trainers.errors import CommandError, user_errors
+    with pytest.raises(CommandError) as raised:
+        with user_errors():
+            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), "/some/folder/file.npy")
+    assert raised.value.code == 1 and str(raised.value).startswith("error: the disk of /some/folder is full (")
+    with pytest.raises(OSError, match="Input/output error"):  # any other OSError is no user error: traceback
+        with user_errors():
+            raise OSError(errno.EIO, os.strerror(errno.EIO), "/some/folder/file.npy")

@@ -138,3 +138,65 @@ def test_zoo_imports_nothing_from_trainers_or_export():
     assert unexpected == {}, f"zoo/ modules import trainers/ or export/: {unexpected}"
     stale = {m: sorted(cli - found.get(m, set())) for m, cli in KNOWN_CLI_IMPORTS.items() if cli - found.get(m, set())}
     assert stale == {}, f"fixed: remove these from KNOWN_CLI_IMPORTS in tests/test_imports.py: {stale}"
+
+
+# --- the whole project: zoo, trainers, export ---------------------------------------------------
+
+ROOT = PACKAGE.parent
+PACKAGES = ("zoo", "trainers", "export")
+# Allowed direction between the packages: trainers and export use zoo; export uses trainers (a
+# run folder, its recipe, the CLIs' error line, the folder lock); zoo uses neither.
+# Imports against that direction that are known and wait for their fix (module -> imported
+# modules): trainers/quickstart.py runs the whole path, export included, and is edited by the
+# lead engineer (it belongs above both packages). Remove an entry when it is fixed: the test
+# fails while an entry is stale.
+KNOWN_PACKAGE_IMPORTS = {"trainers.quickstart": {"export.cli"}}
+
+
+def project_graph():
+    modules = {}
+    for package in PACKAGES:
+        modules.update(package_modules(ROOT / package))
+    return import_graph(modules)
+
+
+def package_graph(graph, ignore=None):
+    """{package: set of the other packages its modules import}, leaving out the module imports
+    listed in `ignore` ({module: set of imported modules})."""
+    packages = {}
+    for module, targets in graph.items():
+        kept = {t.split(".")[0] for t in targets - (ignore or {}).get(module, set())}
+        packages.setdefault(module.split(".")[0], set()).update(kept - {module.split(".")[0]})
+    return packages
+
+
+def test_package_graph_on_a_hand_made_graph():
+    graph = {"a.x": {"b.y", "a.z"}, "a.z": set(), "b.y": {"c"}, "c": {"a.z"}}
+    assert package_graph(graph) == {"a": {"b"}, "b": {"c"}, "c": {"a"}}
+    assert package_graph(graph, ignore={"c": {"a.z"}}) == {"a": {"b"}, "b": {"c"}, "c": set()}
+    assert find_cycles(package_graph(graph)) == [["a", "b", "c", "a"]]
+
+
+def test_no_import_cycle_between_the_modules_of_zoo_trainers_and_export():
+    graph = project_graph()
+    # sees imports inside functions and `from package import module`
+    assert {"trainers.runs", "export.saved_model"} <= graph["export.cli"]
+    assert "trainers.recipes" in graph["trainers.train"]
+    cycles = find_cycles(graph)
+    assert cycles == [], "import cycles (give the shared piece its own module): " + "; ".join(
+        " -> ".join(cycle) for cycle in cycles)
+
+
+def test_no_import_cycle_between_the_packages_zoo_trainers_and_export():
+    graph = project_graph()
+    packages = package_graph(graph, ignore=KNOWN_PACKAGE_IMPORTS)
+    assert set(packages) == set(PACKAGES)
+    assert packages["zoo"] == set(), f"zoo imports {sorted(packages['zoo'])}"
+    assert "trainers" not in packages["export"] or "export" not in packages["trainers"], (
+        "trainers and export import each other: " + str(sorted(
+            (m, sorted(t for t in ts if t.split('.')[0] in ('trainers', 'export') and t.split('.')[0] != m.split('.')[0]))
+            for m, ts in graph.items() if m.split(".")[0] in ("trainers", "export")
+            and any(t.split(".")[0] in ("trainers", "export") and t.split(".")[0] != m.split(".")[0] for t in ts))))
+    assert find_cycles(packages) == []
+    stale = {m: sorted(ts - graph.get(m, set())) for m, ts in KNOWN_PACKAGE_IMPORTS.items() if ts - graph.get(m, set())}
+    assert stale == {}, f"fixed: remove these from KNOWN_PACKAGE_IMPORTS in tests/test_imports.py: {stale}"

@@ -9,6 +9,8 @@ import time
 import keras
 import numpy as np
 
+from trainers.errors import DiskFullError, free_space, is_disk_full
+
 _CKPT = re.compile(r"step-(\d+)\.weights\.h5$")
 
 
@@ -64,7 +66,11 @@ class Checkpointer(keras.callbacks.Callback):
     step. Raising, unlike keras.callbacks.TerminateOnNaN's graceful stop, keeps the epoch-end
     callbacks (this one's save, the monitors) from running on the broken weights. Keras logs
     the epoch's running mean of the loss, so after one non-finite step every later step of
-    that epoch counts too."""
+    that epoch counts too.
+
+    A full disk while saving raises DiskFullError out of `fit`: the partial temporary file is
+    removed and the older checkpoints stay, and the message names the folder, the space left
+    and the checkpoint kept."""
 
     def __init__(self, directory, every_steps=500, keep=2, restore_from=None, log=print, accumulate_steps=1,
                  max_nonfinite_steps=0):
@@ -141,11 +147,11 @@ class Checkpointer(keras.callbacks.Callback):
         if self._step % self.accumulate_steps == 0:
             self.save(self._step)
 
-    def _kept(self):
+    def _kept(self, which="finite"):
         path, step = latest_checkpoint(self.directory)
         if path is None:
             return "No checkpoint was written before it."
-        return f"Kept the last finite checkpoint, {path} (step {step})."
+        return f"Kept the last {which} checkpoint, {path} (step {step})."
 
     def save(self, step):
         """Write the checkpoint of `step` (unless it exists) and delete all but the newest
@@ -162,9 +168,14 @@ class Checkpointer(keras.callbacks.Callback):
         try:
             self.model.save_weights(tmp)
             os.replace(tmp, path)
-        except BaseException:  # e.g. a full disk: no half-written file is left behind
+        except BaseException as e:  # e.g. a full disk: no half-written file is left behind
             if os.path.exists(tmp):
                 os.remove(tmp)
+            if is_disk_full(e):
+                raise DiskFullError(
+                    f"the disk of {self.directory} is full ({free_space(self.directory)}): the checkpoint of step "
+                    f"{step} could not be written, and its partial file was removed. {self._kept('complete')} Free "
+                    "some space there and rerun the same command to resume from it.") from e
             raise
         old = sorted(glob.glob(os.path.join(self.directory, "step-*.weights.h5")))[:-self.keep]
         for p in old:

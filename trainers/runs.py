@@ -1,10 +1,14 @@
-"""Reading a run folder written by zoo-train: its recipe, its latest weights, its encoder."""
+"""Reading a run folder written by zoo-train: its recipe (config.yaml), its latest weights
+(checkpoints/) and encoder, its per-epoch metrics (metrics.jsonl), its evaluation reports
+(eval.json, eval-LAYER.json) and the command that reproduces it. zoo-eval, zoo-export and the
+model cards read runs only through this module."""
 import json
 import os
 
 import yaml
 
 from trainers.callbacks import latest_checkpoint
+from trainers.recipes import default_recipe_path, load_recipe
 
 
 class RunError(ValueError):
@@ -61,8 +65,51 @@ def run_encoder(run_dir):
 
 
 def read_eval(run_dir):
+    """The report of `zoo-eval RUN` (eval.json), or None."""
     path = os.path.join(run_dir, "eval.json")
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
     return None
+
+
+def read_layer_evals(run_dir):
+    """[(file name, report)] of the per-block reports (`zoo-eval RUN --layer stageK` ->
+    eval-stageK.json), sorted by name, then eval.json (the final block) if there are any."""
+    names = sorted(n for n in os.listdir(run_dir) if n.startswith("eval-") and n.endswith(".json")) \
+        if os.path.isdir(run_dir) else []
+    reports = []
+    for name in names + (["eval.json"] if names else []):
+        with open(os.path.join(run_dir, name)) as f:
+            reports.append((name, json.load(f)))
+    return reports
+
+
+def final_pretext_metrics(run_dir):
+    """(training seconds summed over epochs, the pretext metrics of the last epoch) of a run,
+    from its metrics.jsonl."""
+    seconds, last = 0.0, {}
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    if os.path.exists(metrics):
+        with open(metrics) as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    seconds += row.get("epoch_seconds", 0.0)
+                    last = row
+    skip = {"epoch", "step", "epoch_seconds", "loss", "val_knn_top1", "learning_rate"}
+    return seconds, {k: round(v, 4) for k, v in last.items() if k not in skip and isinstance(v, (int, float))}
+
+
+def train_command(run_dir, recipe):
+    """The zoo-train command that reproduces a run: the method's CIFAR-10 recipe when the run
+    used it unchanged, else the run's own config.yaml."""
+    kind = recipe["data"].split(":", 1)[0]
+    default = load_recipe(recipe["method"])
+    comparable = {k: v for k, v in recipe.items()}
+    comparable["method_config"] = {k: v for k, v in recipe.get("method_config", {}).items() if k != "num_examples"}
+    default["method_config"] = {k: v for k, v in default.get("method_config", {}).items() if k != "num_examples"}
+    if kind == "cifar10-jpeg" and comparable == default:
+        path = os.path.relpath(default_recipe_path(recipe["method"]), os.path.dirname(os.path.dirname(__file__)))
+        return f"zoo-train {recipe['method']} --config {path} --out {run_dir}"
+    return f"zoo-train {recipe['method']} --config {os.path.join(run_dir, 'config.yaml')} --out {run_dir}"

@@ -8,13 +8,14 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 
 import yaml
 
 from trainers import recipes
+from trainers.launcher import _without_option, launch_local_workers
+from trainers.strategy import STRATEGIES, make_strategy, mixed_precision_policy
 
 log = logging.getLogger("zoo.train")
 
@@ -149,61 +150,6 @@ def compile_method(method, recipe, steps_per_epoch):
     return method
 
 
-STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
-
-
-def make_strategy(name="default", cpu_devices=None, tpu=None):
-    """A tf.distribute strategy by name. Must run before TensorFlow initialises its devices.
-
-    - "default": one device.
-    - "mirrored": all GPUs of this machine, or `cpu_devices` logical CPU devices (to test data
-      parallelism on a CPU machine).
-    - "multiworker": MultiWorkerMirroredStrategy over the processes listed in the TF_CONFIG
-      environment variable (each worker uses its GPUs, or its CPU); `zoo-train --workers N`
-      starts N such workers on this machine.
-    - "tpu": TPUStrategy on the TPU at `tpu` (a name or grpc:// address for
-      TPUClusterResolver; "" or None: the local TPU VM). Not tested here (no TPU).
-    """
-    import tensorflow as tf
-    if name not in STRATEGIES:
-        raise SystemExit(f"error: --strategy {name!r}: choose one of {', '.join(STRATEGIES)}.")
-    if cpu_devices and name in ("multiworker", "tpu"):
-        raise SystemExit(f"error: --cpu-devices is for --strategy mirrored, not {name}.")
-    if name == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise SystemExit("error: --strategy multiworker reads the cluster from the TF_CONFIG environment variable, "
-                             "which is not set; to try it on this machine add --workers 2.")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    if cpu_devices:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        try:
-            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
-        except RuntimeError as e:
-            raise SystemExit(f"error: --cpu-devices {cpu_devices}: TensorFlow's devices are already initialised "
-                             f"in this process ({e}); pass it from the command line, not after other TF work.")
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices)
-
-
-def mixed_precision_policy(strategy=None):
-    """The mixed-precision dtype policy for the devices of `strategy`: mixed_float16 on GPUs
-    (with loss scaling), mixed_bfloat16 on TPUs and CPUs (bfloat16 needs no loss scaling)."""
-    import tensorflow as tf
-    strategy = strategy or tf.distribute.get_strategy()
-    if isinstance(strategy, tf.distribute.TPUStrategy) or not tf.config.list_logical_devices("GPU"):
-        return "mixed_bfloat16"
-    return "mixed_float16"
-
-
 def train(recipe, out, resume=None, verbose=None, strategy=None):
     """Train `recipe` into the run folder `out`; returns the path of the final checkpoint.
 
@@ -218,7 +164,8 @@ def train(recipe, out, resume=None, verbose=None, strategy=None):
     the training set is reduced to fit (`fit_batch_to_data`, with a warning); a batch that drops
     more than a quarter of every epoch, and data of one class, are warned about. `out` is locked
     (`out/.lock`, trainers.locks) while training: a second process on it is refused. A loss
-    that becomes NaN or inf stops the run with NonFiniteError (see callbacks.Checkpointer).
+    that becomes NaN or inf stops the run with NonFiniteError, a full disk while checkpointing
+    with DiskFullError (see callbacks.Checkpointer); both keep the last complete checkpoint.
 
     Optional recipe fields: `accumulate_steps`, `jit_compile`, `optimizer.lr_scaling` (see
     `compile_method`), `mixed_precision: true` (see `mixed_precision_policy`) and
@@ -401,7 +348,8 @@ def parse_args(argv=None):
                "value is refused with one `error: ...` line (exit status 2). Rerunning the same command resumes.\n"
                "One process per run folder: a second zoo-train on the same --out is refused (OUT/.lock).\n"
                "A NaN or inf loss stops the run (exit status 1) keeping the last finite checkpoint;\n"
-               "--set max_nonfinite_steps=N tolerates N such steps (default 0). ZOO_DEBUG=1: tracebacks.")
+               "--set max_nonfinite_steps=N tolerates N such steps (default 0). A full disk stops it the\n"
+               "same way (exit status 1), naming the folder and the space left. ZOO_DEBUG=1: tracebacks.")
     p.add_argument("method", nargs="?", help="method name, e.g. simclr or rotation (default: the --config's)")
     p.add_argument("--config", help="recipe YAML (default: trainers/configs/METHOD_cifar10.yaml)")
     p.add_argument("--data", help="data spec: shapes | folder:PATH (or a plain folder PATH) | cifar10-jpeg:PATH | "
@@ -472,103 +420,6 @@ def recipe_from_args(args):
     for assignment in args.set:
         recipes.set_value(recipe, assignment)
     return recipes.check_recipe(recipe)
-
-
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
-def _stop_with_parent():
-    """In a worker process: receive SIGTERM (checkpoint, then stop) when the launcher dies."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
-    except (OSError, AttributeError):
-        pass
-
-
-def launch_local_workers(argv, workers, grace_seconds=10):
-    """Run `zoo-train argv` (which must include --strategy multiworker) as `workers` worker
-    processes on this machine, with TF_CONFIG pointing them at each other on free 127.0.0.1
-    ports; returns the exit status. Worker 0 (the chief) prints here and writes the run
-    folder; the others print into log files. SIGTERM / Ctrl-C go to every worker, which stop
-    together after the same step with a checkpoint (exit status 143). If a worker dies, the
-    others cannot go on (their collectives wait for it): they are killed after
-    `grace_seconds`, and rerunning the same command resumes from the last checkpoint."""
-    import json
-    import subprocess
-    import tempfile
-
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(workers)]}
-    logdir = tempfile.mkdtemp(prefix="zoo-workers-")
-    procs, logs = [], []
-    for i in range(workers):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
-        path = os.path.join(logdir, f"worker-{i}.log") if i else None
-        output = open(path, "w") if path else None
-        procs.append(subprocess.Popen([sys.executable, "-m", "trainers.train", *argv], env=env, stdout=output,
-                                      stderr=subprocess.STDOUT if output else None, start_new_session=True,
-                                      preexec_fn=_stop_with_parent))
-        logs.append(path)
-        print(f"worker {i}: pid {procs[-1].pid}, {cluster['worker'][i]}, "
-              + (f"output in {path}" if path else "the chief (output below)"), flush=True)
-
-    stopping = []
-
-    def forward(signum, frame):
-        stopping.append(signum)
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
-    failed_at = None
-    try:
-        while any(proc.poll() is None for proc in procs):
-            if not stopping and any(proc.poll() not in (None, 0) for proc in procs):
-                failed_at = failed_at or time.time()
-                if time.time() - failed_at > grace_seconds:
-                    for proc in procs:
-                        if proc.poll() is None:
-                            proc.kill()
-            time.sleep(0.2)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    codes = [proc.wait() for proc in procs]
-    if set(codes) <= {0, 143} and (stopping or not any(codes)):  # done, or stopped with a checkpoint
-        import shutil
-        shutil.rmtree(logdir, ignore_errors=True)
-        return 143 if any(codes) else 0
-    for i, code in enumerate(codes):
-        if code:
-            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-            print(f"worker {i} {how}" + (f"; its output: {logs[i]}" if logs[i] else ""), file=sys.stderr)
-            if logs[i] and code > 0:
-                with open(logs[i]) as f:
-                    print("".join(f.readlines()[-15:]), file=sys.stderr)
-    print("error: the multi-worker run failed. Rerun the same command to resume from its last checkpoint.",
-          file=sys.stderr)
-    return 1
-
-
-def _without_option(argv, name):
-    """argv without `name VALUE` / `name=VALUE`."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == name:
-            skip = True
-        elif not arg.startswith(name + "="):
-            out.append(arg)
-    return out
 
 
 def main(argv=None):

@@ -67,6 +67,31 @@ def file_record(path):
     return {"sha256": sha256(path), "bytes": os.path.getsize(path)}
 
 
+def make_metadata(name, encoder, method, backbone_config, input_spec, training=None, results=None):
+    """The metadata of an encoder, the schema shared by export folders and package presets (its
+    files are added when they are written). `_check_metadata` checks the fields `load` reads."""
+    return {
+        "name": name,
+        "format_version": FORMAT_VERSION,
+        "method": method,
+        "backbone": backbone_config,
+        "input": input_spec,
+        "feature_dim": int(encoder.feature_dim),
+        "parameters": int(encoder.backbone.count_params()),
+        "training": training or {},
+        "results": results or [],
+        "files": {},
+        "source": {"type": "folder", "path": "."},
+    }
+
+
+def write_metadata(path, meta):
+    """Write `meta` as the JSON file `path` (an export's metadata.json or a preset's NAME.json)."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2)
+        f.write("\n")
+
+
 def read_metadata(path):
     """The metadata dict in the JSON file at `path`; a ValueError naming the file if it is not
     a JSON object."""

@@ -1,8 +1,8 @@
 """Momentum (EMA) target networks, shared by the methods that keep a slowly moving copy of the
 network they train: MoCo's key encoder (He et al. 2020), and later BYOL's target and DINO's
-teacher. ../shared/DESIGN.md ("The method contract") calls this the MomentumMixin; it is a
-handful of functions instead of a mixin, so a method composes them in its own `build_heads` /
-`train_step`:
+teacher. The design sketch beside the repository (../shared/DESIGN.md, not in it; "The method
+contract") calls this the MomentumMixin; it is a handful of functions instead of a mixin, so a
+method composes them in its own `build_heads` / `train_step`:
 
 - `copy_weights(target, online)`: the target starts as an exact copy of the online network
   (every weight, including batch-norm moving statistics);

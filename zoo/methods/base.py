@@ -66,9 +66,9 @@ class SSLMethod(keras.Model):
         self.feature_dim = self.encoder.output_shape[-1]
         self._trackers = {n: keras.metrics.Mean(name=n) for n in ("loss", *self.metric_names)}
         self.build_heads()
-        # Every variable a step needs exists before fit (../shared/DESIGN.md, "The method
-        # contract": a head first built inside train_step fails under MirroredStrategy with
-        # "Unknown variable").
+        # Every variable a step needs exists before fit (../shared/DESIGN.md, the design sketch
+        # beside the repository, not in it, "The method contract": a head first built inside
+        # train_step fails under MirroredStrategy with "Unknown variable").
         self.built = True
 
     # --- what a method implements -------------------------------------------------------
