@@ -148,6 +148,10 @@ def test_run_folder_with_another_recipe_is_refused(tmp_path):
         prepare_run_dir(str(tmp_path / "run"), other)
     longer = dict(recipe, epochs=recipe["epochs"] + 5)  # extending a run is allowed
     prepare_run_dir(str(tmp_path / "run"), longer)
+    in_float32 = dict(longer, mixed_precision=not longer.get("mixed_precision", False))  # so is changing the precision
+    prepare_run_dir(str(tmp_path / "run"), in_float32)
+    assert recipes.load_recipe("simclr", str(tmp_path / "run" / "config.yaml"))["mixed_precision"] == \
+        in_float32["mixed_precision"]
     (tmp_path / "stuff").mkdir()
     (tmp_path / "stuff" / "notes.txt").write_text("x")
     with pytest.raises(SystemExit, match="not a zoo run folder"):
@@ -271,3 +275,34 @@ def test_jit_compile_is_refused_with_several_replicas(tmp_path, two_device_strat
     recipe["method_config"]["width"] = 0.125
     with pytest.raises(SystemExit, match="--jit-compile needs one device per process"):
         train(recipe, str(tmp_path / "run"), verbose=0, strategy=two_device_strategy)
+
+
+def test_a_checkpoint_written_in_bfloat16_resumes_in_float32(tmp_path):
+    """Mixed precision keeps float32 variables, so the weights file of a bfloat16 run (model and
+    optimizer) loads bit-identically into the float32 model that a resumed run on another CPU builds."""
+    import keras
+    import zoo
+
+    def built(seed):
+        keras.utils.set_random_seed(seed)
+        method = zoo.create("simclr", width=0.125, image_size=16)
+        method.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+        method.optimizer.build(method.trainable_variables)
+        return method
+
+    path = str(tmp_path / "bf16.weights.h5")
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        trained = built(0)
+        trained.save_weights(path)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    resumed = built(1)
+    assert not np.array_equal(resumed.encoder.weights[0].numpy(), trained.encoder.weights[0].numpy())
+    resumed.load_weights(path)
+    saved = trained.weights + trained.optimizer.variables
+    loaded = resumed.weights + resumed.optimizer.variables
+    assert len(loaded) == len(saved)
+    for a, b in zip(saved, loaded):
+        assert b.dtype == a.dtype
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -20,7 +20,10 @@ from trainers.strategy import STRATEGIES, make_strategy, mixed_precision_policy
 log = logging.getLogger("zoo.train")
 
 # Recipe keys that may change between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"epochs", "knn_every_epochs", "checkpoint_every_steps", "jit_compile", "max_nonfinite_steps"}
+# mixed_precision is among them: a run started in bfloat16 on a CPU that has it may continue in
+# float32 on one that does not (6.5x slower there); the weights are float32 either way.
+_RESUMABLE_CHANGES = {"epochs", "knn_every_epochs", "checkpoint_every_steps", "jit_compile", "max_nonfinite_steps",
+                      "mixed_precision"}
 LOCK_FILE = ".lock"  # in the run folder, while a zoo-train process writes it (trainers.locks)
 
 
