@@ -145,12 +145,8 @@ def test_zoo_imports_nothing_from_trainers_or_export():
 ROOT = PACKAGE.parent
 PACKAGES = ("zoo", "trainers", "export")
 # Allowed direction between the packages: trainers and export use zoo; export uses trainers (a
-# run folder, its recipe, the CLIs' error line, the folder lock); zoo uses neither.
-# Imports against that direction that are known and wait for their fix (module -> imported
-# modules): trainers/quickstart.py runs the whole path, export included, and is edited by the
-# lead engineer (it belongs above both packages). Remove an entry when it is fixed: the test
-# fails while an entry is stale.
-KNOWN_PACKAGE_IMPORTS = {"trainers.quickstart": {"export.cli"}}
+# run folder, its recipe, the CLIs' error line, the folder lock; export/quickstart.py runs the
+# whole path); zoo uses neither.
 
 
 def project_graph():
@@ -189,7 +185,7 @@ def test_no_import_cycle_between_the_modules_of_zoo_trainers_and_export():
 
 def test_no_import_cycle_between_the_packages_zoo_trainers_and_export():
     graph = project_graph()
-    packages = package_graph(graph, ignore=KNOWN_PACKAGE_IMPORTS)
+    packages = package_graph(graph)
     assert set(packages) == set(PACKAGES)
     assert packages["zoo"] == set(), f"zoo imports {sorted(packages['zoo'])}"
     assert "trainers" not in packages["export"] or "export" not in packages["trainers"], (
@@ -198,5 +194,3 @@ def test_no_import_cycle_between_the_packages_zoo_trainers_and_export():
             for m, ts in graph.items() if m.split(".")[0] in ("trainers", "export")
             and any(t.split(".")[0] in ("trainers", "export") and t.split(".")[0] != m.split(".")[0] for t in ts))))
     assert find_cycles(packages) == []
-    stale = {m: sorted(ts - graph.get(m, set())) for m, ts in KNOWN_PACKAGE_IMPORTS.items() if ts - graph.get(m, set())}
-    assert stale == {}, f"fixed: remove these from KNOWN_PACKAGE_IMPORTS in tests/test_imports.py: {stale}"

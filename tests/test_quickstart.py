@@ -2,7 +2,7 @@
 import os
 import re
 
-from trainers.quickstart import main
+from export.quickstart import main
 
 
 def test_quickstart_trains_evaluates_exports_and_loads(tmp_path, capsys):
