@@ -49,6 +49,9 @@ PRETEXT = {
     "nnclr": "the other view's nearest neighbour in a support queue is the positive",
     "swav": "predict one crop's cluster assignment (Sinkhorn codes) from every other crop; multi-crop",
     "dino": "the student matches the momentum teacher's outputs on the large crops from every crop; multi-crop",
+    "context_encoder": "inpaint a removed region (random shapes, blocks or the centre) from the rest of the image",
+    "autoencoder": "reproduce the image from the encoder's last feature map",
+    "denoising_autoencoder": "reproduce the clean image from a corrupted copy (masking or gaussian noise)",
 }
 
 

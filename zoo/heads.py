@@ -127,6 +127,13 @@ def stage_maps(backbone, names):
                        name=f"{backbone.name}_stage_maps")
 
 
+def map_shapes(maps_model, image_size):
+    """[(H, W, C) of each output] of a maps model (feature_maps / stage_maps) at image_size px."""
+    shapes = maps_model.compute_output_shape((1, image_size, image_size, 3))
+    shapes = shapes if isinstance(shapes, list) else [shapes]
+    return [tuple(shape[1:]) for shape in shapes]
+
+
 class WeightNormalizedDense(layers.Layer):
     """x @ (V / ||V||): a Dense layer without bias whose every output unit's weight vector (a
     column of V) is divided by its norm in the forward pass, i.e. weight normalisation (Salimans
@@ -166,3 +173,24 @@ def dino_head(input_dim, hidden_dim=2048, bottleneck_dim=256, output_dim=65536, 
     x = layers.UnitNormalization(axis=-1, name=f"{name}_l2")(x)
     x = WeightNormalizedDense(output_dim, dtype="float32", name=f"{name}_last")(x)
     return keras.Model(inputs, x, name=name)
+
+
+def upsampling_decoder(input_shape, output_size, channels, out_channels=3, sync_bn=False, name="decoder"):
+    """Maps [h, w, C] -> images [output_size, output_size, out_channels] in [0, 1] (the
+    reconstruction methods' decoder, DCGAN's generator stack): (4x4 transposed convolution with
+    stride 2 -> BN -> ReLU) once per doubling, starting at `channels` and halving each time (at
+    least 8), then a 3x3 convolution and a sigmoid. output_size / h must be a power of 2."""
+    h, w = input_shape[0], input_shape[1]
+    factor = output_size // h if h else 0
+    if h != w or factor < 1 or factor * h != output_size or factor & (factor - 1):
+        raise ValueError(f"{name}: cannot up-sample a {h} x {w} map to {output_size} x {output_size} px by doublings; "
+                         "the image size over the map size must be a power of 2 (e.g. 32 px images, 4 x 4 maps).")
+    inputs = keras.Input(tuple(input_shape))
+    x = inputs
+    for i in range(factor.bit_length() - 1):
+        x = layers.Conv2DTranspose(max(8, channels >> i), 4, strides=2, padding="same", use_bias=False,
+                                   name=f"{name}_up{i + 1}")(x)
+        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_up{i + 1}_bn")(x)
+        x = layers.ReLU()(x)
+    x = layers.Conv2D(out_channels, 3, padding="same", name=f"{name}_out")(x)
+    return keras.Model(inputs, layers.Activation("sigmoid", name=f"{name}_sigmoid")(x), name=name)

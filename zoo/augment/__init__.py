@@ -81,6 +81,15 @@ def random_flip(images, seed, p=0.5):
     return _where(_bernoulli(tf.shape(images)[0], p, seed), tf.reverse(images, axis=[2]), images)
 
 
+def crop_and_flip(images, seed, padding, flip=True):
+    """The light augmentation of the reconstruction methods and DIM: a padded random crop
+    (`padding` px, none at 0) and a random horizontal flip."""
+    s_crop, s_flip = split_seed(seed, 2)
+    if padding:
+        images = random_crop_with_padding(images, s_crop, padding)
+    return random_flip(images, s_flip) if flip else images
+
+
 def _rotate_hue(images, radians):
     # A hue shift is a rotation of the chroma plane in YIQ space: three small matmuls per image
     # instead of an RGB -> HSV -> RGB round trip.

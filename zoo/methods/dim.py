@@ -40,7 +40,7 @@ import tensorflow as tf
 from keras import layers
 
 from zoo import augment, losses, patches
-from zoo.heads import embedding_head, stage_maps
+from zoo.heads import embedding_head, map_shapes, stage_maps
 from zoo.methods.base import MethodConfig, SSLMethod
 from zoo.registry import register_method
 
@@ -90,7 +90,7 @@ class DIM(SSLMethod):
         if c.estimator not in losses.MI_ESTIMATORS:
             raise ValueError(f"dim: estimator={c.estimator!r}; choose one of {sorted(losses.MI_ESTIMATORS)}.")
         self.stage_maps = stage_maps(self.encoder, [c.local_layer])
-        map_shape = self.stage_maps.compute_output_shape((1, c.image_size, c.image_size, 3))[0][1:]
+        map_shape = map_shapes(self.stage_maps, c.image_size)[0]
         if c.local_pool < 1 or map_shape[0] % c.local_pool or map_shape[1] % c.local_pool:
             raise ValueError(f"dim: local_pool={c.local_pool} must be >= 1 and divide the {c.local_layer} map "
                              f"({map_shape[0]} x {map_shape[1]} at image_size {c.image_size}).")
@@ -106,14 +106,9 @@ class DIM(SSLMethod):
     def make_views(self, images, labels, seed):
         """{"images": [B, S, S, 3] in [0, 1]}: random crop (reflect padding) and flip."""
         c = self.config
-        s_crop, s_flip = augment.split_seed(seed, 2)
         x = patches.resize_to(augment.to_float(images), c.image_size)
         padding = c.crop_padding if c.crop_padding is not None else c.image_size // 8
-        if padding:
-            x = augment.random_crop_with_padding(x, s_crop, padding)
-        if c.flip:
-            x = augment.random_flip(x, s_flip)
-        return {"images": x}
+        return {"images": augment.crop_and_flip(x, seed, padding, c.flip)}
 
     def local_and_global(self, images, training=False):
         """(the local map M [B, h, w, C], average-pooled by local_pool; the global vector Y [B, D])."""
