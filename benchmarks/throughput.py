@@ -1,51 +1,81 @@
-"""Training throughput of the zoo's pretext steps, measured against the machine and a peer.
+"""Training throughput of the zoo's pretext steps, measured against the machine and two peers.
 
-Run from the repository root (a quiet machine; takes ~3-4 minutes at the defaults on 2 cores):
+Run from the repository root, on a quiet machine (`uptime`: load well below 1):
 
-    python benchmarks/throughput.py                      # width 0.25, batch 128, XLA off and on, peer
-    python benchmarks/throughput.py --xla off --peer 0 --methods simclr --tag quick
+    python benchmarks/throughput.py          # simclr + rotation, width 0.25, batch 128, XLA off and on, peers
+    python benchmarks/throughput.py --xla off --peer none --methods simclr --tag quick
+    # issue 15's targets in one run (torch + lightly in a venv of their own, see benchmarks/README.md):
+    python benchmarks/throughput.py --methods simclr --widths 0.25,1 --batch-sizes 128 \\
+        --precisions float32,mixed_bfloat16 --xla off --end-to-end 0 --peer keras,lightly \\
+        --lightly-python ~/lightly-venv/bin/python --peer-timeout 3600 --tag issue15
 
-Everything is measured in ONE process run, so all numbers share the same machine state:
+Everything is measured in ONE run, so all numbers share the same machine state:
 
 1. machine facts: CPU model, cores, the SIMD/AMX flags that matter, TF/Keras versions, and the
    float32 `tf.matmul` peak (GFLOP/s, best of a few 2048x2048 products, at the start and the
    end of the run: a big gap between the two means the machine was busy);
-2. `step`: the zoo's training step (`zoo.create(method, backbone="resnet18", width=W)`,
-   SGD momentum 0.9 from `zoo.optimizers.make_optimizer`) fed with views made ONCE ahead of
-   time and repeated, so only the step is timed; with `jit_compile` off and/or on (XLA);
-3. `make_views`: the tf.data view-making rate (`zoo.pipeline.pretext_dataset` over random
-   uint8 32x32 images, batches of 256, using all cores) with no training step;
-4. `end_to_end`: `fit` on `zoo.pipeline.pretext_dataset`, views made on the fly as real
-   training does, so augmentation competes with the step for the cores;
-5. `peer`: `../shared/peer-bench/bench_keras.py` (a plain Keras 3 SimCLR step, the floor the
-   zoo must beat) in a subprocess, same width/batch/steps, `--mode concat` (one forward pass
-   over the 2N concatenated views, as the zoo's SimCLR does), `--jit 0` (and `--jit 1` when
-   XLA rows are measured).
+2. `make_views`: per method, the tf.data view-making rate (`zoo.pipeline.pretext_dataset` over
+   random uint8 32x32 images, batches of 256, all cores) with no training step;
+3. `step`: per method x precision x width x batch size, the zoo's training step
+   (`zoo.create(method, backbone="resnet18", width=W)`, any registered method; SGD momentum 0.9
+   from `zoo.optimizers.make_optimizer`) fed with the method's own views (`make_views`) made
+   ONCE ahead of time and repeated, so only the step is timed; `jit_compile` off and/or on;
+4. `end_to_end` (unless `--end-to-end 0`): `fit` on `zoo.pipeline.pretext_dataset`, views made on
+   the fly as real training does, so augmentation competes with the step for the cores;
+5. peers, each in a subprocess at every width and batch size (`--peer keras,lightly`):
+   `keras`: `../shared/peer-bench/bench_keras.py` (a plain Keras 3 SimCLR step, the floor the zoo
+   must beat) with `--mode concat` (one forward pass over the 2N concatenated views, as the
+   zoo's SimCLR does) and `--jit 0` (and `--jit 1` when XLA rows are measured);
+   `lightly`: `bench_lightly.py` (the lightly library on PyTorch CPU, the peer users pick) in its
+   own mode (`twopass`, lightly's benchmark style; `--lightly-modes`), with `--channels-last 1`
+   (its fastest layout here) and 0 (its default), each also with `--bf16 1` (bfloat16 autocast)
+   when mixed_bfloat16 is among `--precisions`. Run by `--lightly-python` (default: this
+   Python); when that cannot import torch, torchvision and lightly, the lightly rows are skipped
+   with the reason printed.
+
+Thread settings (`--threads 2,1 1,2`: intra-op,inter-op pairs) must be set before TensorFlow runs
+its first op, so the zoo's rows of each setting are measured by re-running this script in a
+subprocess per setting (the machine facts, matmul peak and peers stay in the parent, with the
+default threads). Without `--threads` the zoo is measured in this process with TF's defaults.
 
 How to read the table (one row per measurement):
 
-    method       simclr | rotation | peer (bench_keras.py)
+    method       a registered method | peer:keras | peer:lightly-cl (channels-last) | peer:lightly-nchw
     measure      step | make_views | end_to_end
-    xla          jit_compile of the step (off is what zoo training uses on CPU; "-" for tf.data)
-    views/s      network inputs per second: SimCLR makes 2 views per image, RotNet 4 rotations;
-                 this is the number to compare across methods and with the peer (whose
-                 "imgs/s" also counts both views)
+    w, b         ResNet-18 width multiplier and batch (source images per step)
+    prec         f32 | bf16 (the zoo: Keras dtype policy mixed_bfloat16; lightly: --bf16 1 autocast)
+    threads      intra,inter threads of the zoo's TF ("default": TF chooses); lightly: torch's
+    xla          jit_compile of the step (off is what zoo training uses on CPU; "-": tf.data, torch)
+    views/s      network image inputs per second, of whatever size: SimCLR 2 per image, RotNet 4,
+                 DINO 2 large + 10 small crops, jigsaw 9 tiles (counted from the views the method
+                 makes; reconstruction targets, TARGET_IMAGES, are not inputs); the number to
+                 compare with the peers (whose "imgs/s" counts both views)
     images/s     source images per second (= views/s / views per image)
     step ms      median interval between successive training steps after warm-up
                  (for make_views: milliseconds per tf.data batch)
     GFLOP/s      achieved: analytic FLOPs of a step / median step time. FLOPs = 3 x forward
                  (forward + backward) x 2 x MACs of every Conv/Dense layer of the encoder and
-                 the heads, per view; BN, ReLU, adds, pooling and the loss are not counted
-    %peak        GFLOP/s / the float32 matmul peak measured in this run
-    vs peer      views/s / the peer's views/s at the same XLA setting (SimCLR rows only;
-                 > 1 means the zoo is faster). For end_to_end the zoo pays for augmentation
-                 and the peer does not, which is the comparison DESIGN.md asks to win.
+                 the heads, per view, counted from the built model (`count_macs`); BN, ReLU, adds,
+                 pooling and the loss are not counted. Only for methods whose step sends every
+                 view once, with gradients, through the encoder and every head (FLOPS_COUNTED);
+                 empty for the others (momentum encoders run forward only, patch and context
+                 heads see several views at once), rather than a wrong number
+    %peak        GFLOP/s / the float32 matmul peak measured in this run (also for bf16 rows)
+    of w1        GFLOP/s / the GFLOP/s of width 1 in the same run (same method, measure, batch,
+                 precision, threads, xla), when width 1 was measured: how well a small network
+                 uses the cores (issue 15: width 0.25 at >= 0.90)
+    vs keras     views/s / the keras peer's views/s at the same width, batch and XLA setting
+                 (SimCLR rows; the peer runs float32); > 1 means the zoo is faster
+    vs lightly   views/s / the FASTEST lightly setting's views/s at the same width and batch
+                 (SimCLR and peer rows). For end_to_end the zoo pays for augmentation and the
+                 peers do not, which is the comparison ../shared/DESIGN.md (the design sketch beside the repository) asks to win
 
 Numbers are comparable only within one run on one machine (machines here differ up to 5x).
 Each run writes a timestamped JSON file in --out (everything measured, incl. raw step times)
 and appends one markdown line per measurement to benchmarks/RESULTS.md (--results-md).
 """
 import argparse
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -74,16 +104,34 @@ import keras  # noqa: E402
 import zoo  # noqa: E402
 from zoo.optimizers import make_optimizer  # noqa: E402
 from zoo.pipeline import pretext_dataset, steps_per_epoch  # noqa: E402
+from zoo.registry import get_method  # noqa: E402
 
 #: CPU flags that decide conv/matmul speed on x86 (AMX is Sapphire Rapids and later).
 CPU_FLAGS = ("fma", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-#: Network inputs per source image of each method's pretext batch.
-VIEWS_PER_IMAGE = {"simclr": 2, "rotation": 4}
-PEER_SCRIPT = "bench_keras.py"
-PEER_MODE = "concat"  # one forward over the 2N concatenated views = zoo SimCLR.pretext_loss
+#: Methods whose training step sends every image view once, with gradients, through the encoder
+#: and every head (sub-model): for them FLOPs per step = 3 x 2 x (encoder + heads MACs) x views.
+#: The others (momentum encoders run forward only; jigsaw, CPC, DIM heads see several views or
+#: maps at once) get no GFLOP/s rather than a wrong one.
+FLOPS_COUNTED = ("simclr", "rotation", "barlow_twins", "vicreg", "supcon", "triplet", "npid")
+#: Image views that are reconstruction targets, compared with the network's output, not fed to it
+#: (every other image tensor a method's `make_views` returns is a network input, counted in views/s).
+TARGET_IMAGES = {"autoencoder": ("images",), "denoising_autoencoder": ("images",), "context_encoder": ("images",)}
+PRECISIONS = ("float32", "mixed_bfloat16")
+PEERS = ("keras", "lightly")
+KERAS_SCRIPT = "bench_keras.py"
+KERAS_MODE = "concat"  # one forward over the 2N concatenated views = zoo SimCLR.pretext_loss
+LIGHTLY_SCRIPT = "bench_lightly.py"
+LIGHTLY_MODES = ("twopass", "concat")  # twopass: lightly's own benchmark (one forward per view)
+LIGHTLY_IMPORTS = "import torch, torchvision, lightly"
 DEFAULT_PEER_DIR = REPO_ROOT.parent / "shared" / "peer-bench"
+#: Rows of one training-set size for the methods with a per-image memory (NPID, PIRL): the
+#: CIFAR-10 split the zoo trains on (45,000 images, 5,000 held out for val).
+DEFAULT_NUM_EXAMPLES = 45000
 
-MD_HEADER = """# Throughput results
+MD_COLUMNS = ("| run | tag | machine | load | peak GFLOP/s | w | b | prec | threads | method | measure | xla "
+              "| views/s | img/s | ms | GFLOP/s | %peak | of w1 | vs keras | vs lightly |")
+MD_HEADER = f"""
+# Throughput results: widths, precisions, threads, lightly
 
 Written by `benchmarks/throughput.py` (see `benchmarks/README.md`); one line per measurement.
 Compare numbers only within one run (same `run` stamp) on one machine: machines here differ
@@ -91,16 +139,20 @@ up to 5x, and a busy machine (high `load`) makes every number noisy.
 
 Columns: `run` start time (UTC) and `tag`; `machine`: CPU model, cores, widest SIMD; `load`:
 1-minute load average at the start; `peak`: float32 matmul GFLOP/s measured in the same run;
-`w`/`b`: backbone width and batch (source images); `method`; `measure`: `step` (pre-made
-views, step only), `make_views` (tf.data views only), `end_to_end` (fit with views made on
-the fly); `xla`: jit_compile of the step; `views/s`: network inputs per second (SimCLR 2 and
-RotNet 4 per image); `img/s`: source images per second; `ms`: median step (or tf.data batch)
-time; `GFLOP/s` achieved (analytic conv/dense FLOPs, forward+backward = 3x forward) and
-`%peak` of the matmul peak; `vs peer`: views/s over the plain-Keras peer's views/s
-(`peer-bench/bench_keras.py --mode concat`, same XLA setting; >1 = zoo faster).
+`w`/`b`: backbone width and batch (source images); `prec`: f32 or bf16 (zoo: Keras
+mixed_bfloat16; lightly: bfloat16 autocast); `threads`: intra,inter of the zoo's TF (default: TF
+chooses; lightly: torch's); `method` (peers: `peer:keras` = bench_keras.py --mode concat,
+`peer:lightly-cl` / `-nchw` = bench_lightly.py channels-last / default layout); `measure`:
+`step` (pre-made views, step only), `make_views` (tf.data views only), `end_to_end` (fit with
+views made on the fly); `xla`: jit_compile of the step; `views/s`: network inputs per second;
+`img/s`: source images per second; `ms`: median step (or tf.data batch) time; `GFLOP/s`
+achieved (analytic conv/dense FLOPs, forward+backward = 3x forward; empty where not counted)
+and `%peak` of the matmul peak; `of w1`: GFLOP/s over width 1's in the same run; `vs keras`:
+views/s over the keras peer's (same width, batch, XLA); `vs lightly`: views/s over the fastest
+lightly setting's (same width, batch); >1 = faster.
 
-| run | tag | machine | load | peak GFLOP/s | w | b | method | measure | xla | views/s | img/s | ms | GFLOP/s | %peak | vs peer |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+{MD_COLUMNS}
+|{" --- |" * MD_COLUMNS.count(" |")}
 """
 
 
@@ -254,11 +306,39 @@ def random_images(n, size=32, seed=0):
     return rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int32)
 
 
+def create_method(name, width, num_examples=DEFAULT_NUM_EXAMPLES):
+    """`zoo.create(name, backbone="resnet18", width=width)`; methods with a per-image memory get
+    `num_examples` rows, as the trainer sizes them from the training set."""
+    fields = {f.name for f in dataclasses.fields(get_method(name).Config)}
+    extra = {"num_examples": num_examples} if "num_examples" in fields else {}
+    return zoo.create(name, backbone="resnet18", width=width, **extra)
+
+
+def premade_views(method, batch_size, seed=0):
+    """The method's own views (`make_views`) of ONE batch of random images."""
+    images, labels = random_images(batch_size, method.config.image_size, seed)
+    return method.make_views(tf.constant(images), tf.constant(labels), tf.constant([seed, 0], tf.int32))
+
+
 def premade_views_dataset(method, batch_size, seed=0):
     """Views of ONE batch of random images, made once and repeated: the step alone is timed."""
-    images, labels = random_images(batch_size, method.config.image_size, seed)
-    views = method.make_views(tf.constant(images), tf.constant(labels), tf.constant([seed, 0], tf.int32))
-    return tf.data.Dataset.from_tensors(views).repeat().prefetch(2)
+    return tf.data.Dataset.from_tensors(premade_views(method, batch_size, seed)).repeat().prefetch(2)
+
+
+def views_per_example(views, batch_size, targets=()):
+    """Network image inputs per source image in a batch of views: every floating tensor of images
+    (last axis 1 or 3 channels) but the keys in `targets` counts its leading axes,
+    [B', h, w, c] -> B' (RotNet's 4B rotations) and [B, k, h, w, c] -> B x k (crops, tiles,
+    patches), over `batch_size`."""
+    total = 0
+    for key, value in views.items():
+        shape = tuple(value.shape)
+        if key not in targets and value.dtype.is_floating and len(shape) in (4, 5) and shape[-1] in (1, 3):
+            total += math.prod(shape[:-3])
+    if total == 0 or total % batch_size:
+        raise ValueError(f"views {({k: tuple(v.shape) for k, v in views.items()})} hold {total} images, not a "
+                         f"whole number per source image of a batch of {batch_size}")
+    return total // batch_size
 
 
 def on_the_fly_dataset(method, images, labels, batch_size, num_steps):
@@ -308,28 +388,34 @@ def compile_method(method, xla):
     method.compile(optimizer=make_optimizer("sgd", 0.1, momentum=0.9), jit_compile=bool(xla))
 
 
+def compile_method(method, xla):
+    method.compile(optimizer=make_optimizer("sgd", 0.1, momentum=0.9), jit_compile=bool(xla))
+
+
 def rates(timing, views_per_step, views_per_image, flops_per_step):
-    """Views/s, source images/s, step ms and achieved GFLOP/s of a timed fit (`peak_fraction`
-    is filled in by `add_peak_fractions` once the run's matmul peak is final)."""
+    """Views/s, source images/s, step ms and achieved GFLOP/s (None when FLOPs are not counted)
+    of a timed fit (`peak_fraction` is filled in by `add_peak_fractions` once the run's matmul
+    peak is final)."""
     med = timing["median_step_s"]
     return {
         "views_per_s": views_per_step / med,
         "images_per_s": views_per_step / views_per_image / med,
         "step_ms": 1e3 * med,
-        "gflops": flops_per_step / med / 1e9,
+        "gflops": None if flops_per_step is None else flops_per_step / med / 1e9,
         "peak_fraction": None,
     }
 
 
 def add_peak_fractions(result, peak_gflops):
     """Achieved GFLOP/s as a fraction of the matmul peak, for every timed step in `result`."""
-    timed = [r for m in result["methods"].values() for r in [*m["step"].values(), m.get("end_to_end")] if r]
-    timed += [r["rates"] for r in result["peer"]["runs"] if "rates" in r]
+    timed = [r for e in result["zoo"] for r in [*e.get("step", {}).values(), e.get("end_to_end")] if r]
+    timed += [r["rates"] for p in result["peers"].values() for r in p["runs"] if "rates" in r]
     for r in timed:
-        r["peak_fraction"] = r["gflops"] / peak_gflops
+        if r["gflops"] is not None:
+            r["peak_fraction"] = r["gflops"] / peak_gflops
 
 
-def measure_make_views(method, images, labels, batch_size=256, warmup=3, batches=40):
+def measure_make_views(method, images, labels, views_per_image, batch_size=256, warmup=3, batches=40):
     """Views/s of `method.make_views` in the zoo's tf.data pipeline (parallel, prefetched)."""
     it = iter(on_the_fly_dataset(method, images, labels, batch_size, warmup + batches))
     for _ in range(warmup):
@@ -338,69 +424,146 @@ def measure_make_views(method, images, labels, batch_size=256, warmup=3, batches
     for _ in range(batches):
         next(it)
     elapsed = time.perf_counter() - t0
-    vpi = VIEWS_PER_IMAGE.get(method.method_name, 1)
     return {
         "batch_size": batch_size,
         "batches": batches,
         "elapsed_s": elapsed,
-        "views_per_s": batches * batch_size * vpi / elapsed,
+        "views_per_image": views_per_image,
+        "views_per_s": batches * batch_size * views_per_image / elapsed,
         "images_per_s": batches * batch_size / elapsed,
         "step_ms": 1e3 * elapsed / batches,
     }
 
 
-def benchmark_method(name, args, xla_settings, images, labels):
-    """All measurements of one method: FLOPs, make_views rate, step (per XLA setting), e2e."""
-    keras.utils.set_random_seed(0)
-    method = zoo.create(name, backbone="resnet18", width=args.width)
-    vpi = VIEWS_PER_IMAGE[name]
-    views_per_step = vpi * args.batch_size
-    macs = method_macs_per_view(method)
-    flops = train_flops(macs["macs_per_view"], views_per_step)
-    out = {"views_per_image": vpi, "views_per_step": views_per_step, **macs, "flops_per_step": flops,
-           "feature_dim": int(method.feature_dim), "step": {}}
-
-    print(f"[{name}] make_views in tf.data ...", flush=True)
-    out["make_views"] = measure_make_views(method, images, labels, args.view_batch_size, 3, args.view_batches)
-
-    premade = premade_views_dataset(method, args.batch_size)
-    e2e_xla = "off" if "off" in xla_settings else "on"
-    for xla in xla_settings:
-        print(f"[{name}] step, pre-made views, XLA {xla} ...", flush=True)
-        compile_method(method, xla == "on")
-        timing = timed_fit(method, premade, args.warmup, args.steps)
-        out["step"][xla] = {**timing, **rates(timing, views_per_step, vpi, flops)}
-        if xla == e2e_xla:  # same compiled step, now fed by tf.data on the fly
-            print(f"[{name}] end to end, views made in tf.data, XLA {xla} ...", flush=True)
-            ds = on_the_fly_dataset(method, images, labels, args.batch_size, args.warmup + args.steps)
-            timing = timed_fit(method, ds, args.warmup, args.steps)
-            out["end_to_end"] = {"xla": xla, **timing, **rates(timing, views_per_step, vpi, flops)}
-    step_rate = out["step"][e2e_xla]["views_per_s"]
-    # Share of the cores that making the step's views takes (if the two ran one after the other).
-    out["augment_cost_fraction"] = step_rate / out["make_views"]["views_per_s"]
-    del method
-    keras.backend.clear_session()
-    return out
+# ------------------------------------------------------------------------------- the zoo
+def threads_label(intra, inter):
+    """'intra,inter' of a TF thread setting; 'default' when TF chooses (0, 0)."""
+    return "default" if not intra and not inter else f"{intra},{inter}"
 
 
-# -------------------------------------------------------------------------------- peer
-def run_peer(peer_dir, args, jit, workdir):
-    """Run bench_keras.py in a subprocess; its JSON record, or {"status": ...} on failure."""
-    script = Path(peer_dir) / PEER_SCRIPT
-    if not script.is_file():
-        return {"status": "missing", "script": str(script)}
-    out_file = Path(workdir) / f"peer_jit{jit}.jsonl"
-    cmd = [sys.executable, str(script), "--width", str(args.width), "--batch", str(args.batch_size),
-           "--warmup", str(args.warmup), "--steps", str(args.steps), "--jit", str(jit),
-           "--mode", PEER_MODE, "--tag", args.tag or "zoo-throughput", "--out", str(out_file)]
+def current_threads():
+    return threads_label(tf.config.threading.get_intra_op_parallelism_threads(),
+                         tf.config.threading.get_inter_op_parallelism_threads())
+
+
+def benchmark_config(name, width, batch_size, precision, args, xla_settings, images, labels, with_make_views):
+    """One method at one width, batch size and precision: FLOPs, the step per XLA setting, end
+    to end (and the method's make_views rate when `with_make_views`). Returns (entry, make_views
+    or None); a failure is recorded in the entry ("status", "error"), not raised, so that one
+    method that cannot run (e.g. in bfloat16) does not end a long run."""
+    label = f"{name} w{width:g} b{batch_size} {precision}"
+    entry = {"method": name, "width": width, "batch_size": batch_size, "precision": precision, "status": "ok"}
+    made = None
+    keras.config.set_dtype_policy(precision)
+    try:
+        keras.utils.set_random_seed(0)
+        method = create_method(name, width, args.num_examples)
+        views = premade_views(method, batch_size)
+        vpi = views_per_example(views, batch_size, TARGET_IMAGES.get(name, ()))
+        views_per_step = vpi * batch_size
+        size = method.config.image_size
+        if name in FLOPS_COUNTED:
+            macs = method_macs_per_view(method)
+            flops = train_flops(macs["macs_per_view"], views_per_step)
+        else:
+            macs = {"encoder_macs_per_view": count_macs(method.encoder, (size, size, 3)),
+                    "head_macs_per_view": None, "macs_per_view": None}
+            flops = None
+        entry.update({"views_per_image": vpi, "views_per_step": views_per_step, **macs, "flops_per_step": flops,
+                      "feature_dim": int(method.feature_dim), "step": {}})
+        if with_make_views:
+            print(f"[{name}] make_views in tf.data ...", flush=True)
+            made = measure_make_views(method, images, labels, vpi, args.view_batch_size, 3, args.view_batches)
+
+        premade = tf.data.Dataset.from_tensors(views).repeat().prefetch(2)
+        e2e_xla = "off" if "off" in xla_settings else "on"
+        for xla in xla_settings:
+            print(f"[{label}] step, pre-made views, XLA {xla} ...", flush=True)
+            compile_method(method, xla == "on")
+            timing = timed_fit(method, premade, args.warmup, args.steps)
+            entry["step"][xla] = {**timing, **rates(timing, views_per_step, vpi, flops)}
+            if args.end_to_end and xla == e2e_xla:  # same compiled step, now fed by tf.data on the fly
+                print(f"[{label}] end to end, views made in tf.data, XLA {xla} ...", flush=True)
+                ds = on_the_fly_dataset(method, images, labels, batch_size, args.warmup + args.steps)
+                timing = timed_fit(method, ds, args.warmup, args.steps)
+                entry["end_to_end"] = {"xla": xla, **timing, **rates(timing, views_per_step, vpi, flops)}
+        entry["e2e_xla"] = e2e_xla
+        del method
+    except Exception as error:  # noqa: BLE001 - recorded and reported, the run goes on
+        entry.update({"status": "failed", "error": f"{type(error).__name__}: {error}"})
+        print(f"WARNING: [{label}] failed: {entry['error'][:500]}", flush=True)
+    finally:
+        keras.config.set_dtype_policy("float32")
+        keras.backend.clear_session()
+    return entry, made
+
+
+def measure_zoo(args, xla_settings):
+    """Every method x precision x width x batch size in this process, with its current TF
+    threads. Returns (zoo entries, make_views records: one per method)."""
+    threads = current_threads()
+    n = max(args.num_images, 2 * max(args.batch_sizes), 2 * args.view_batch_size)
+    images, labels = random_images(n)
+    entries, made_views = [], []
+    for name in args.methods:
+        made = None
+        mine = []
+        for precision in args.precisions:
+            for width in args.widths:
+                for batch_size in args.batch_sizes:
+                    entry, mv = benchmark_config(name, width, batch_size, precision, args, xla_settings, images,
+                                                 labels, with_make_views=made is None)
+                    if mv is not None:
+                        made = {"method": name, "threads": threads, **mv}
+                        made_views.append(made)
+                    mine.append({**entry, "threads": threads})
+        for entry in mine:
+            if entry["status"] == "ok" and made is not None:
+                # Share of the cores that making the step's views takes (were the two run one after the other).
+                entry["augment_cost_fraction"] = entry["step"][entry["e2e_xla"]]["views_per_s"] / made["views_per_s"]
+        entries += mine
+    return entries, made_views
+
+
+def child_argv(args):
+    """The arguments that make a child run measure the same zoo rows (no peers, no files)."""
+    return ["--widths", ",".join(f"{w:g}" for w in args.widths),
+            "--batch-sizes", ",".join(str(b) for b in args.batch_sizes),
+            "--precisions", ",".join(args.precisions), "--methods", ",".join(args.methods),
+            "--xla", args.xla, "--end-to-end", str(args.end_to_end), "--steps", str(args.steps),
+            "--warmup", str(args.warmup), "--num-images", str(args.num_images),
+            "--view-batch-size", str(args.view_batch_size), "--view-batches", str(args.view_batches),
+            "--num-examples", str(args.num_examples), "--peer", "none"]
+
+
+def run_threads_child(args, intra, inter, workdir):
+    """The zoo's rows at one TF thread setting, measured by this script in a subprocess (TF's
+    threads must be set before its first op; this process has run ops). Its progress goes to
+    this process's output; its entries come back through a JSON file."""
+    out = Path(workdir) / f"zoo_threads_{intra}_{inter}.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), *child_argv(args),
+           "--child-threads", f"{intra},{inter}", "--child-out", str(out)]
+    print(f"zoo at threads intra {intra}, inter {inter} (subprocess) ...", flush=True)
+    proc = subprocess.run(cmd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if proc.returncode != 0 or not out.is_file():
+        print(f"WARNING: the zoo at threads {intra},{inter} failed (exit code {proc.returncode})", flush=True)
+        return {"status": "failed", "intra": intra, "inter": inter, "cmd": cmd, "returncode": proc.returncode}
+    return {"status": "ok", "intra": intra, "inter": inter, "cmd": cmd, **json.loads(out.read_text())}
+
+
+# -------------------------------------------------------------------------------- peers
+def run_script(python, script, script_args, out_file, timeout):
+    """Run a peer-bench script in a subprocess; {"status": "ok", "record": its JSON record} or
+    {"status": "failed" | "timeout", ...}."""
+    cmd = [str(python), str(script), *script_args, "--out", str(out_file)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.peer_timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"status": "timeout", "script": str(script), "cmd": cmd}
+        return {"status": "timeout", "cmd": cmd}
     record = None
-    if out_file.is_file():
-        lines = [ln for ln in out_file.read_text().splitlines() if ln.strip()]
+    if Path(out_file).is_file():
+        lines = [ln for ln in Path(out_file).read_text().splitlines() if ln.strip()]
         record = json.loads(lines[-1]) if lines else None
     if record is None:
         for line in reversed(proc.stdout.splitlines()):
@@ -408,13 +571,61 @@ def run_peer(peer_dir, args, jit, workdir):
                 record = json.loads(line)
                 break
     if proc.returncode != 0 or record is None:
-        return {"status": "failed", "script": str(script), "cmd": cmd, "returncode": proc.returncode,
-                "stderr_tail": proc.stderr[-2000:]}
-    return {"status": "ok", "script": str(script), "cmd": cmd, "mode": PEER_MODE, "jit": jit, "record": record}
+        return {"status": "failed", "cmd": cmd, "returncode": proc.returncode, "stderr_tail": proc.stderr[-2000:]}
+    return {"status": "ok", "cmd": cmd, "record": record}
+
+
+def run_keras_peer(peer_dir, args, width, batch_size, jit, workdir):
+    """bench_keras.py --mode concat at one width, batch and jit setting."""
+    script = Path(peer_dir) / KERAS_SCRIPT
+    run = {"script": str(script), "width": width, "batch_size": batch_size, "jit": jit, "mode": KERAS_MODE}
+    if not script.is_file():
+        return {"status": "missing", **run}
+    out = Path(workdir) / f"keras_w{width:g}_b{batch_size}_jit{jit}.jsonl"
+    script_args = ["--width", f"{width:g}", "--batch", str(batch_size), "--warmup", str(args.warmup),
+                   "--steps", str(args.steps), "--jit", str(jit), "--mode", KERAS_MODE,
+                   "--tag", args.tag or "zoo-throughput"]
+    return {**run_script(sys.executable, script, script_args, out, args.peer_timeout), **run}
+
+
+def lightly_settings(args):
+    """The bench_lightly.py settings of a run: each mode, channels-last (its fastest layout
+    here) and its default layout, each also in bfloat16 autocast when the zoo measures
+    mixed_bfloat16."""
+    bf16 = (0, 1) if "mixed_bfloat16" in args.precisions else (0,)
+    return [{"mode": mode, "channels_last": cl, "bf16": b}
+            for mode in args.lightly_modes for b in bf16 for cl in (1, 0)]
+
+
+def lightly_unavailable(python):
+    """None when `python` imports torch, torchvision and lightly; otherwise why not."""
+    try:
+        proc = subprocess.run([str(python), "-c", LIGHTLY_IMPORTS], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"{python}: {error}"
+    if proc.returncode == 0:
+        return None
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    return f"{python} cannot `{LIGHTLY_IMPORTS}`: {lines[-1] if lines else f'exit code {proc.returncode}'}"
+
+
+def run_lightly_peer(peer_dir, args, width, batch_size, setting, workdir):
+    """bench_lightly.py at one width, batch and setting (mode, channels_last, bf16)."""
+    script = Path(peer_dir) / LIGHTLY_SCRIPT
+    run = {"script": str(script), "width": width, "batch_size": batch_size, **setting, "python": args.lightly_python}
+    if not script.is_file():
+        return {"status": "missing", **run}
+    name = f"lightly_w{width:g}_b{batch_size}_{setting['mode']}_cl{setting['channels_last']}_bf{setting['bf16']}"
+    script_args = ["--width", f"{width:g}", "--batch", str(batch_size), "--warmup", str(args.warmup),
+                   "--steps", str(args.steps), "--threads", str(args.lightly_threads), "--mode", setting["mode"],
+                   "--channels-last", str(setting["channels_last"]), "--bf16", str(setting["bf16"]),
+                   "--tag", args.tag or "zoo-throughput"]
+    return {**run_script(args.lightly_python, script, script_args, Path(workdir) / f"{name}.jsonl",
+                         args.peer_timeout), **run}
 
 
 def peer_rates(result, flops_per_step):
-    """The peer's record in the zoo's units (its `imgs_per_step` counts both views)."""
+    """A peer's record in the zoo's units (its `imgs_per_step` counts both views)."""
     rec = result["record"]
     med = rec["median_step_s"]
     views = rec["imgs_per_step"]
@@ -422,35 +633,190 @@ def peer_rates(result, flops_per_step):
             "gflops": flops_per_step / med / 1e9, "peak_fraction": None}
 
 
+def simclr_counts(width, entries, num_examples):
+    """(encoder MACs per view, feature dim) of the zoo's SimCLR ResNet-18 at `width`: the peers'
+    network has the same convolutions. From the run's entries, else counted on a fresh model."""
+    for e in entries:
+        if e["method"] == "simclr" and e["width"] == width and e["status"] == "ok":
+            return e["encoder_macs_per_view"], e["feature_dim"]
+    keras.utils.set_random_seed(0)
+    method = create_method("simclr", width, num_examples)
+    counts = method_macs_per_view(method)["encoder_macs_per_view"], int(method.feature_dim)
+    del method
+    keras.backend.clear_session()
+    return counts
+
+
+def measure_peers(args, xla_settings, entries, workdir):
+    """Every peer of `--peer` at every width and batch size: {peer: {"status", "runs", ...}}."""
+    peers = {p: {"status": f"skipped (--peer {','.join(args.peer) or 'none'})", "runs": []}
+             for p in PEERS if p not in args.peer}
+    if not args.peer:
+        return peers
+    counts = {}  # width -> (encoder MACs, feature dim), counted when a peer run needs them
+
+    def flops(width, batch_size):
+        if width not in counts:
+            counts[width] = simclr_counts(width, entries, args.num_examples)
+        encoder, feature_dim = counts[width]
+        return train_flops(peer_macs_per_view(encoder, feature_dim), 2 * batch_size)
+
+    def finish(peer, runs, **extra):
+        for r in runs:
+            if r["status"] == "ok":
+                r["flops_per_step"] = flops(r["width"], r["batch_size"])
+                r["rates"] = peer_rates(r, r["flops_per_step"])
+        status = "ok" if all(r["status"] == "ok" for r in runs) else "partial"
+        peers[peer] = {"status": status, "runs": runs, **extra}
+
+    peer_dir = Path(args.peer_dir)
+    for peer, script in (("keras", KERAS_SCRIPT), ("lightly", LIGHTLY_SCRIPT)):
+        if peer in args.peer and not (peer_dir / script).is_file():
+            print(f"WARNING: peer script {peer_dir / script} is missing: no {peer} comparison", flush=True)
+            peers[peer] = {"status": "missing", "script": str(peer_dir / script), "runs": []}
+
+    if "keras" in args.peer and "keras" not in peers:
+        runs = []
+        for width in args.widths:
+            for batch_size in args.batch_sizes:
+                for xla in xla_settings:
+                    jit = int(xla == "on")
+                    print(f"peer {KERAS_SCRIPT} --mode {KERAS_MODE} --jit {jit} w{width:g} b{batch_size} ...",
+                          flush=True)
+                    r = run_keras_peer(peer_dir, args, width, batch_size, jit, workdir)
+                    if r["status"] != "ok":
+                        print(f"WARNING: keras peer w{width:g} b{batch_size} --jit {jit}: {r['status']}", flush=True)
+                    runs.append(r)
+        finish("keras", runs, script=str(peer_dir / KERAS_SCRIPT), mode=KERAS_MODE)
+
+    if "lightly" in args.peer and "lightly" not in peers:
+        reason = lightly_unavailable(args.lightly_python)
+        if reason:
+            print(f"lightly peer skipped: {reason}. Install torch, torchvision and lightly for the benchmark only "
+                  "(benchmarks/README.md), or pass --lightly-python of an environment that has them.", flush=True)
+            peers["lightly"] = {"status": "unavailable", "reason": reason, "python": args.lightly_python, "runs": []}
+        else:
+            runs = []
+            for width in args.widths:
+                for batch_size in args.batch_sizes:
+                    for setting in lightly_settings(args):
+                        print(f"peer {LIGHTLY_SCRIPT} --mode {setting['mode']} --channels-last "
+                              f"{setting['channels_last']} --bf16 {setting['bf16']} w{width:g} b{batch_size} ...",
+                              flush=True)
+                        r = run_lightly_peer(peer_dir, args, width, batch_size, setting, workdir)
+                        if r["status"] != "ok":
+                            print(f"WARNING: lightly peer {setting} w{width:g} b{batch_size}: {r['status']} "
+                                  f"{r.get('stderr_tail', '')[-300:]}", flush=True)
+                        runs.append(r)
+            finish("lightly", runs, script=str(peer_dir / LIGHTLY_SCRIPT), python=args.lightly_python,
+                   threads=args.lightly_threads)
+    return peers
+
+
 # ------------------------------------------------------------------------------ report
-def table_rows(result):
-    """Flat rows (method, measure, xla, numbers) for the printed table and RESULTS.md."""
-    peer = {r["jit"]: r for r in result["peer"].get("runs", []) if r.get("status") == "ok"}
-    rows = []
-
-    def vs_peer(method, xla, views_per_s):
-        p = peer.get(1 if xla == "on" else 0)
-        return views_per_s / p["rates"]["views_per_s"] if method == "simclr" and p else None
-
-    for name, m in result["methods"].items():
-        rows.append(dict(method=name, measure="make_views", xla="-", **_pick(m["make_views"]), gflops=None,
-                         peak_fraction=None, vs_peer=None))
-        for xla, s in m["step"].items():
-            rows.append(dict(method=name, measure="step", xla=xla, **_pick(s), gflops=s["gflops"],
-                             peak_fraction=s["peak_fraction"], vs_peer=vs_peer(name, xla, s["views_per_s"])))
-        if "end_to_end" in m:
-            e = m["end_to_end"]
-            rows.append(dict(method=name, measure="end_to_end", xla=e["xla"], **_pick(e), gflops=e["gflops"],
-                             peak_fraction=e["peak_fraction"], vs_peer=vs_peer(name, e["xla"], e["views_per_s"])))
-    for jit, p in sorted(peer.items()):
-        rows.append(dict(method=f"peer:{PEER_MODE}", measure="step", xla="on" if jit else "off",
-                         **_pick(p["rates"]), gflops=p["rates"]["gflops"],
-                         peak_fraction=p["rates"]["peak_fraction"], vs_peer=1.0))
-    return rows
+def _row(**fields):
+    row = dict(method=None, measure="step", xla="-", width=None, batch_size=None, precision="-", threads="default",
+               views_per_s=None, images_per_s=None, step_ms=None, gflops=None, peak_fraction=None,
+               gflops_vs_w1=None, vs_keras=None, vs_lightly=None)
+    row.update(fields)
+    return row
 
 
 def _pick(d):
     return {k: d[k] for k in ("views_per_s", "images_per_s", "step_ms")}
+
+
+def _timed(d):
+    return {**_pick(d), "gflops": d["gflops"], "peak_fraction": d["peak_fraction"]}
+
+
+def lightly_row_name(run):
+    layout = "cl" if run["channels_last"] else "nchw"
+    return f"peer:lightly-{layout}" + ("" if run["mode"] == "twopass" else f"-{run['mode']}")
+
+
+def table_rows(result):
+    """Flat rows (method, measure, width, batch, precision, threads, xla, numbers, ratios) for
+    the printed table and RESULTS.md."""
+    rows = []
+    for mv in result["make_views"]:
+        rows.append(_row(method=mv["method"], measure="make_views", batch_size=mv["batch_size"],
+                         threads=mv["threads"], **_pick(mv)))
+    for e in result["zoo"]:
+        if e["status"] != "ok":
+            continue
+        common = dict(method=e["method"], width=e["width"], batch_size=e["batch_size"], precision=e["precision"],
+                      threads=e["threads"])
+        for xla, s in e["step"].items():
+            rows.append(_row(**common, measure="step", xla=xla, **_timed(s)))
+        if "end_to_end" in e:
+            rows.append(_row(**common, measure="end_to_end", xla=e["end_to_end"]["xla"], **_timed(e["end_to_end"])))
+    for r in result["peers"].get("keras", {}).get("runs", []):
+        if r["status"] == "ok":
+            rows.append(_row(method="peer:keras", xla="on" if r["jit"] else "off", width=r["width"],
+                             batch_size=r["batch_size"], precision="float32", **_timed(r["rates"])))
+    for r in result["peers"].get("lightly", {}).get("runs", []):
+        if r["status"] == "ok":
+            rec = r["record"]
+            rows.append(_row(method=lightly_row_name(r), width=r["width"], batch_size=r["batch_size"],
+                             precision="mixed_bfloat16" if r["bf16"] else "float32",
+                             threads=f"{rec.get('torch_threads', '?')},{rec.get('torch_interop_threads', '?')}",
+                             **_timed(r["rates"])))
+    add_ratios(rows)
+    return rows
+
+
+def add_ratios(rows):
+    """`gflops_vs_w1` (GFLOP/s over width 1's, same method, measure, batch, precision, threads,
+    xla), `vs_keras` (views/s over the keras peer's at the same width, batch, xla: SimCLR and
+    keras rows) and `vs_lightly` (views/s over the fastest lightly setting's at the same width
+    and batch: SimCLR and peer rows)."""
+    timed = [r for r in rows if r["measure"] != "make_views"]
+    same = lambda r: (r["method"], r["measure"], r["batch_size"], r["precision"], r["threads"], r["xla"])  # noqa: E731
+    width1 = {same(r): r["gflops"] for r in timed if r["width"] == 1 and r["gflops"]}
+    keras_peer = {(r["width"], r["batch_size"], r["xla"]): r["views_per_s"]
+                  for r in timed if r["method"] == "peer:keras"}
+    fastest_lightly = {}
+    for r in timed:
+        if r["method"].startswith("peer:lightly"):
+            key = (r["width"], r["batch_size"])
+            fastest_lightly[key] = max(fastest_lightly.get(key, 0.0), r["views_per_s"])
+    for r in timed:
+        if r["gflops"] is not None and same(r) in width1:
+            r["gflops_vs_w1"] = r["gflops"] / width1[same(r)]
+        if r["method"] in ("simclr", "peer:keras"):
+            k = keras_peer.get((r["width"], r["batch_size"], r["xla"]))
+            r["vs_keras"] = r["views_per_s"] / k if k else None
+        if r["method"] == "simclr" or r["method"].startswith("peer:"):
+            fastest = fastest_lightly.get((r["width"], r["batch_size"]))
+            r["vs_lightly"] = r["views_per_s"] / fastest if fastest else None
+
+
+def target_lines(result, rows):
+    """Issue 15's targets as read from this run: SimCLR step against lightly's fastest setting
+    (>= 1.5x), width 0.25's GFLOP/s against width 1's (>= 0.90), and each method's tf.data
+    view pipeline against the step's consumption (>= 3x)."""
+    lines = []
+    for r in rows:
+        if r["method"] == "simclr" and r["measure"] == "step":
+            lines.append(f"simclr step w{r['width']:g} b{r['batch_size']} {_prec(r['precision'])} "
+                         f"threads {r['threads']} xla {r['xla']}: {_times(r['vs_lightly'])} lightly's fastest "
+                         f"(>= 1.5x), {_times(r['vs_keras'])} keras; GFLOP/s {_times(r['gflops_vs_w1'])} width 1's "
+                         "(>= 0.90x at width 0.25)")
+    for e in result["zoo"]:
+        if e["status"] == "ok" and e.get("augment_cost_fraction"):
+            lines.append(f"{e['method']} w{e['width']:g} b{e['batch_size']} {_prec(e['precision'])} threads "
+                         f"{e['threads']}: tf.data makes views at {1 / e['augment_cost_fraction']:.1f}x the step's "
+                         "consumption (>= 3x)")
+    return lines
+
+
+def _times(ratio):
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
+def _prec(precision):
+    return {"float32": "f32", "mixed_bfloat16": "bf16"}.get(precision, precision)
 
 
 def _fmt_load(load):
@@ -461,85 +827,160 @@ def _fmt(v, spec):
     return "" if v is None else format(v, spec)
 
 
+def _width(w):
+    return "-" if w is None else f"{w:g}"
+
+
 def format_table(rows):
-    head = f"{'method':<12} {'measure':<11} {'xla':<4} {'views/s':>9} {'images/s':>9} {'step ms':>9} " \
-           f"{'GFLOP/s':>8} {'%peak':>6} {'vs peer':>7}"
+    head = (f"{'method':<18} {'measure':<10} {'w':>5} {'b':>4} {'prec':<4} {'threads':<7} {'xla':<3} {'views/s':>8} "
+            f"{'images/s':>8} {'step ms':>8} {'GFLOP/s':>8} {'%peak':>5} {'of w1':>5} {'vs keras':>8} "
+            f"{'vs lightly':>10}")
     lines = [head, "-" * len(head)]
     for r in rows:
         pct = None if r["peak_fraction"] is None else 100 * r["peak_fraction"]
-        lines.append(f"{r['method']:<12} {r['measure']:<11} {r['xla']:<4} {_fmt(r['views_per_s'], '9.0f')} "
-                     f"{_fmt(r['images_per_s'], '9.0f')} {_fmt(r['step_ms'], '9.1f')} {_fmt(r['gflops'], '8.2f'):>8} "
-                     f"{_fmt(pct, '6.1f'):>6} {_fmt(r['vs_peer'], '7.2f'):>7}")
+        lines.append(f"{r['method']:<18} {r['measure']:<10} {_width(r['width']):>5} {r['batch_size']:>4} "
+                     f"{_prec(r['precision']):<4} {r['threads']:<7} {r['xla']:<3} {_fmt(r['views_per_s'], '8.0f'):>8} "
+                     f"{_fmt(r['images_per_s'], '8.0f'):>8} {_fmt(r['step_ms'], '8.1f'):>8} "
+                     f"{_fmt(r['gflops'], '8.2f'):>8} {_fmt(pct, '5.1f'):>5} {_fmt(r['gflops_vs_w1'], '5.2f'):>5} "
+                     f"{_fmt(r['vs_keras'], '8.2f'):>8} {_fmt(r['vs_lightly'], '10.2f'):>10}")
     return "\n".join(lines)
 
 
 def append_results_md(path, result, rows):
+    """One markdown row per measurement; the table header first when the file does not have
+    this version's columns yet (a new section at the end)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     m = result["machine"]
     machine = f"{m['cpu_model']}, {m['cores_usable']}c, {widest_simd(m['cpu_flags'])}"
     load = result["load_average_start"][0] if result["load_average_start"] else None
-    a = result["args"]
     lines = []
     for r in rows:
         pct = None if r["peak_fraction"] is None else 100 * r["peak_fraction"]
         cells = [result["started_utc"], result["tag"] or "", machine, _fmt(load, ".2f"),
-                 _fmt(result["matmul_peak_gflops"], ".1f"), f"{a['width']:g}", str(a["batch_size"]),
-                 r["method"], r["measure"], r["xla"], _fmt(r["views_per_s"], ".0f"), _fmt(r["images_per_s"], ".0f"),
-                 _fmt(r["step_ms"], ".1f"), _fmt(r["gflops"], ".2f"), _fmt(pct, ".1f"), _fmt(r["vs_peer"], ".2f")]
+                 _fmt(result["matmul_peak_gflops"], ".1f"), _width(r["width"]), str(r["batch_size"]),
+                 _prec(r["precision"]), r["threads"], r["method"], r["measure"], r["xla"],
+                 _fmt(r["views_per_s"], ".0f"), _fmt(r["images_per_s"], ".0f"), _fmt(r["step_ms"], ".1f"),
+                 _fmt(r["gflops"], ".2f"), _fmt(pct, ".1f"), _fmt(r["gflops_vs_w1"], ".2f"),
+                 _fmt(r["vs_keras"], ".2f"), _fmt(r["vs_lightly"], ".2f")]
         lines.append("| " + " | ".join(cells) + " |")
-    new = not path.exists() or path.stat().st_size == 0
+    text = path.read_text() if path.exists() else ""
     with open(path, "a") as f:
-        if new:
-            f.write(MD_HEADER)
+        if MD_COLUMNS not in text:
+            f.write(MD_HEADER if text.strip() else MD_HEADER.lstrip("\n"))
         f.write("\n".join(lines) + "\n")
 
 
 # -------------------------------------------------------------------------------- main
+def _split(text):
+    return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--width", type=float, default=0.25, help="ResNet-18 width multiplier")
+    ap.add_argument("--widths", help="several widths in one run, e.g. 0.25,1 (instead of --width)")
     ap.add_argument("--batch-size", type=int, default=128, help="source images per step")
+    ap.add_argument("--batch-sizes", help="several batch sizes in one run, e.g. 128,256 (instead of --batch-size)")
+    ap.add_argument("--precision", default="float32", choices=PRECISIONS,
+                    help="Keras dtype policy of the zoo's steps (keras peer: float32; lightly: --bf16 1 for bfloat16)")
+    ap.add_argument("--precisions", help="several, e.g. float32,mixed_bfloat16 (instead of --precision)")
+    ap.add_argument("--threads", nargs="+", metavar="INTRA,INTER",
+                    help="TF intra-op,inter-op thread settings of the zoo's rows, e.g. --threads 2,1 1,2 "
+                         "(0,0: TF's default); one subprocess each")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (>= 1: tracing, XLA)")
-    ap.add_argument("--methods", default="simclr,rotation")
+    ap.add_argument("--methods", default="simclr,rotation", help="comma-separated registered methods, or all")
     ap.add_argument("--xla", choices=["both", "on", "off"], default="both")
-    ap.add_argument("--peer", type=int, choices=[0, 1], default=1, help="run peer-bench/bench_keras.py")
+    ap.add_argument("--end-to-end", type=int, choices=[0, 1], default=1, help="also fit on views made on the fly")
+    ap.add_argument("--peer", default="keras,lightly",
+                    help="peers to run: keras and/or lightly (comma-separated), all, none; 1 = all, 0 = none")
     ap.add_argument("--peer-dir", default=str(DEFAULT_PEER_DIR))
     ap.add_argument("--peer-timeout", type=float, default=900.0, help="seconds per peer run")
+    ap.add_argument("--lightly-python", default=sys.executable,
+                    help="the Python that runs bench_lightly.py (one with torch, torchvision, lightly)")
+    ap.add_argument("--lightly-modes", default="twopass",
+                    help="bench_lightly.py --mode values: twopass (lightly's own, one forward per view), concat")
+    ap.add_argument("--lightly-threads", type=int, help="torch threads of the lightly peer (default: usable cores)")
+    ap.add_argument("--num-examples", type=int, default=DEFAULT_NUM_EXAMPLES,
+                    help="memory-bank rows of NPID / PIRL (the training-set size they would train on)")
     ap.add_argument("--out", default=str(BENCH_DIR / "results"), help="directory of the JSON files")
     ap.add_argument("--results-md", default=str(BENCH_DIR / "RESULTS.md"))
     ap.add_argument("--tag", default="")
-    ap.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
-                    help="Keras dtype policy of the zoo's steps (the peer runs in float32); "
-                         "recorded in the tag of every RESULTS.md row")
     ap.add_argument("--matmul-size", type=int, default=2048)
     ap.add_argument("--num-images", type=int, default=4096, help="random images for the tf.data rows")
     ap.add_argument("--view-batch-size", type=int, default=256)
     ap.add_argument("--view-batches", type=int, default=40, help="timed tf.data batches for make_views")
+    ap.add_argument("--child-threads", help=argparse.SUPPRESS)  # set by run_threads_child
+    ap.add_argument("--child-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = sorted(set(args.methods) - set(VIEWS_PER_IMAGE))
-    if unknown:
-        ap.error(f"unknown method(s) {unknown}; known: {sorted(VIEWS_PER_IMAGE)}")
+
+    try:
+        args.widths = [float(w) for w in _split(args.widths)] if args.widths else [args.width]
+        args.batch_sizes = [int(b) for b in _split(args.batch_sizes)] if args.batch_sizes else [args.batch_size]
+    except ValueError as error:
+        ap.error(f"--widths / --batch-sizes take comma-separated numbers, e.g. --widths 0.25,1 ({error})")
+    if min(args.widths) <= 0 or min(args.batch_sizes) < 1:
+        ap.error(f"widths must be > 0 and batch sizes >= 1; got {args.widths} and {args.batch_sizes}")
+    args.precisions = _split(args.precisions) if args.precisions else [args.precision]
+    bad = sorted(set(args.precisions) - set(PRECISIONS))
+    if bad:
+        ap.error(f"unknown precision(s) {bad}; choose from {list(PRECISIONS)}")
+
+    known = zoo.list_methods()
+    args.methods = known if args.methods.strip() == "all" else _split(args.methods)
+    bad = sorted(set(args.methods) - set(known))
+    if bad:
+        ap.error(f"unknown method(s) {bad}; registered: {known} (or --methods all)")
+
+    peer = args.peer.strip().lower()
+    args.peer = {"1": list(PEERS), "all": list(PEERS), "0": [], "none": []}.get(peer, _split(peer))
+    bad = sorted(set(args.peer) - set(PEERS))
+    if bad:
+        ap.error(f"unknown peer(s) {bad} in --peer {peer!r}; choose from {list(PEERS)}, all, none (or 1 / 0)")
+    args.lightly_modes = _split(args.lightly_modes)
+    bad = sorted(set(args.lightly_modes) - set(LIGHTLY_MODES))
+    if bad or not args.lightly_modes:
+        ap.error(f"--lightly-modes {bad or args.lightly_modes}: choose from {list(LIGHTLY_MODES)}")
+    if args.lightly_threads is None:
+        args.lightly_threads = cpu_info()["cores_usable"]
+
+    pairs = []
+    for text in args.threads or []:
+        parts = _split(text)
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            ap.error(f"--threads {text!r}: give intra,inter pairs of non-negative integers, e.g. --threads 2,1 1,2")
+        pairs.append((int(parts[0]), int(parts[1])))
+    args.threads = pairs
     if args.warmup < 1 or args.steps < 1:
         ap.error("--warmup and --steps must be >= 1")
     return args
+
+
+def run_as_child(args, xla_settings):
+    """The zoo's rows at the thread setting `--child-threads`, written to `--child-out`."""
+    intra, inter = (int(t) for t in args.child_threads.split(","))
+    # Before TensorFlow runs any op (none has run in this process yet).
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
+    entries, made_views = measure_zoo(args, xla_settings)
+    Path(args.child_out).write_text(json.dumps({"threads": current_threads(), "zoo": entries,
+                                                "make_views": made_views}))
+    return {"zoo": entries, "make_views": made_views}
 
 
 def main(argv=None):
     """Run every measurement; print the table; write the JSON and RESULTS.md. Returns the
     result dict (with "json_path")."""
     args = parse_args(argv)
-    if args.precision != "float32":
-        keras.config.set_dtype_policy(args.precision)
-        args.tag = f"{args.tag} {args.precision}".strip()
-    started = _dt.datetime.now(_dt.timezone.utc)
     xla_settings = {"both": ["off", "on"], "on": ["on"], "off": ["off"]}[args.xla]
+    if args.child_out:
+        return run_as_child(args, xla_settings)
+    started = _dt.datetime.now(_dt.timezone.utc)
     result = {"tag": args.tag, "started_utc": started.strftime("%Y-%m-%d %H:%M:%S"),
               "args": {k: v for k, v in vars(args).items()}, "load_average_start": load_average(),
-              "machine": machine_facts(), "peer_mode": PEER_MODE}
+              "machine": machine_facts(), "keras_peer_mode": KERAS_MODE, "threads_runs": []}
     load = result["load_average_start"]
     if load and load[0] > 0.5:
         print(f"WARNING: 1-min load average {load[0]:.2f} at start: the machine is busy, numbers are noisy.",
@@ -549,43 +990,17 @@ def main(argv=None):
     peak_start = matmul_peak(args.matmul_size)
     result["matmul_peak_start"] = peak_start
 
-    images, labels = random_images(max(args.num_images, 2 * args.batch_size, 2 * args.view_batch_size))
-    result["methods"] = {}
-    for name in args.methods:
-        result["methods"][name] = benchmark_method(name, args, xla_settings, images, labels)
-
-    result["peer"] = {"status": "skipped (--peer 0)", "runs": []}
-    if args.peer:
-        peer_dir = Path(args.peer_dir)
-        if not (peer_dir / PEER_SCRIPT).is_file():
-            msg = f"peer script {peer_dir / PEER_SCRIPT} is missing: no peer comparison"
-            print(f"WARNING: {msg}", flush=True)
-            result["peer"] = {"status": "missing", "script": str(peer_dir / PEER_SCRIPT), "runs": []}
+    with tempfile.TemporaryDirectory() as work:
+        if args.threads:
+            result["zoo"], result["make_views"] = [], []
+            for intra, inter in args.threads:
+                child = run_threads_child(args, intra, inter, work)
+                result["zoo"] += child.pop("zoo", [])
+                result["make_views"] += child.pop("make_views", [])
+                result["threads_runs"].append(child)
         else:
-            simclr = result["methods"].get("simclr")
-            if simclr is None:  # the peer's FLOPs need the encoder count
-                keras.utils.set_random_seed(0)
-                tmp = zoo.create("simclr", backbone="resnet18", width=args.width)
-                enc, fdim = method_macs_per_view(tmp)["encoder_macs_per_view"], int(tmp.feature_dim)
-                del tmp
-                keras.backend.clear_session()
-            else:
-                enc, fdim = simclr["encoder_macs_per_view"], simclr["feature_dim"]
-            peer_flops = train_flops(peer_macs_per_view(enc, fdim), 2 * args.batch_size)
-            runs = []
-            with tempfile.TemporaryDirectory() as work:
-                for xla in xla_settings:
-                    jit = int(xla == "on")
-                    print(f"peer {PEER_SCRIPT} --mode {PEER_MODE} --jit {jit} ...", flush=True)
-                    r = run_peer(peer_dir, args, jit, work)
-                    if r["status"] == "ok":
-                        r["flops_per_step"] = peer_flops
-                        r["rates"] = peer_rates(r, peer_flops)
-                    else:
-                        print(f"WARNING: peer run --jit {jit}: {r['status']}", flush=True)
-                    runs.append(r)
-            result["peer"] = {"status": "ok" if all(r["status"] == "ok" for r in runs) else "partial",
-                              "script": str(peer_dir / PEER_SCRIPT), "mode": PEER_MODE, "runs": runs}
+            result["zoo"], result["make_views"] = measure_zoo(args, xla_settings)
+        result["peers"] = measure_peers(args, xla_settings, result["zoo"], work)
 
     print("matmul peak again ...", flush=True)
     result["matmul_peak_end"] = matmul_peak(args.matmul_size)
@@ -597,25 +1012,31 @@ def main(argv=None):
 
     rows = table_rows(result)
     result["rows"] = rows
-    result["summary"] = {f"{r['method']}_{r['measure']}_xla{r['xla']}_vs_peer": r["vs_peer"]
-                         for r in rows if r["vs_peer"] is not None and not r["method"].startswith("peer")}
+    result["targets"] = target_lines(result, rows)
 
     m = result["machine"]
     flags = " ".join(f for f, on in m["cpu_flags"].items() if on) or "-"
     print()
     print(f"{m['cpu_model']} | {m['cores_usable']} of {m['cores']} cores | {flags} | TF {m['tensorflow']}, "
-          f"Keras {m['keras']}")
+          f"Keras {m['keras']} | oneDNN opts {m['onednn_opts']}")
     print(f"matmul peak (float32 {args.matmul_size}^2): {peak_start['gflops']:.1f} GFLOP/s at start, "
           f"{result['matmul_peak_end']['gflops']:.1f} at end | 1-min load {_fmt_load(load)} -> "
           f"{_fmt_load(result['load_average_end'])}")
-    print(f"width {args.width:g}, batch {args.batch_size} images, {args.steps} timed steps after {args.warmup}; "
-          f"peer: {result['peer']['status']}" + (f" (bench_keras.py --mode {PEER_MODE})" if args.peer else ""))
-    for name, mm in result["methods"].items():
-        print(f"{name}: {mm['macs_per_view'] / 1e6:.2f} MMAC/view forward "
-              f"({mm['head_macs_per_view'] / 1e6:.3f} in heads), {mm['flops_per_step'] / 1e9:.2f} GFLOP/step; "
-              f"making its views on all cores costs {100 * mm['augment_cost_fraction']:.0f}% of its step time")
+    peers = ", ".join(f"{p}: {v['status']}" for p, v in result["peers"].items())
+    print(f"{args.steps} timed steps after {args.warmup} | peers: {peers}")
+    counted = set()
+    for e in result["zoo"]:
+        if e["status"] != "ok":
+            print(f"{e['method']} w{e['width']:g} b{e['batch_size']} {e['precision']}: FAILED {e['error'][:300]}")
+        elif e["macs_per_view"] is not None and (e["method"], e["width"], e["batch_size"]) not in counted:
+            counted.add((e["method"], e["width"], e["batch_size"]))
+            print(f"{e['method']} w{e['width']:g}: {e['views_per_image']} views/image, {e['macs_per_view'] / 1e6:.2f} "
+                  f"MMAC/view forward ({e['head_macs_per_view'] / 1e6:.3f} in heads), "
+                  f"{e['flops_per_step'] / 1e9:.2f} GFLOP/step at batch {e['batch_size']}")
     print()
     print(format_table(rows))
+    print()
+    print("\n".join(result["targets"]))
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
