@@ -11,8 +11,8 @@ import time
 def main(argv=None):
     p = argparse.ArgumentParser(prog="zoo-quickstart", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/quickstart", help="folder for the run and the export")
-    p.add_argument("--epochs", type=int, help="default: the recipe's (10)")
-    p.add_argument("--width", type=float, help="default: the recipe's (0.25)")
+    p.add_argument("--epochs", type=int, help="default: the recipe's (5)")
+    p.add_argument("--width", type=float, help="default: the recipe's (0.125)")
     p.add_argument("--data", help="default: the recipe's (`shapes`: 6,000 generated images); e.g. "
                                   "`shapes?n=1200` for a faster run")
     args = p.parse_args(argv)

@@ -2,6 +2,8 @@
 import os
 import re
 
+import pytest
+
 from export.quickstart import main
 
 
@@ -16,3 +18,13 @@ def test_quickstart_trains_evaluates_exports_and_loads(tmp_path, capsys):
     assert (export / "saved_model").is_dir() and (export / "model.weights.h5").is_file()
     assert (tmp_path / "simclr_shapes" / "eval.json").is_file()
     assert str(export) in out and os.path.abspath(str(tmp_path / "simclr_shapes")) in out
+
+
+@pytest.mark.slow
+def test_the_quickstart_recipe_beats_the_untrained_encoder(tmp_path, capsys):
+    """README command 1 as shipped (trainers/configs/simclr_shapes.yaml): measured 41.8% against
+    20.4% at random init; a recipe cut so far that it stops learning fails this."""
+    main(["--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    found = re.search(r"kNN top-1 = ([\d.]+)% \(same encoder at random init: ([\d.]+)%", out)
+    assert float(found.group(1)) - float(found.group(2)) >= 10.0, out
