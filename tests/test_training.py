@@ -175,8 +175,13 @@ def test_cli_errors_name_the_input_and_the_fix(tmp_path):
 
 
 def test_recipes_parse_and_name_their_method():
+    import zoo
+
     for path in glob.glob(os.path.join(recipes.CONFIG_DIR, "*.yaml")):
-        method = os.path.basename(path).rsplit("_", 1)[0]
+        # METHOD_DATASET.yaml, or METHOD_VARIANT_DATASET.yaml (e.g. vicreg_flagship_cifar10.yaml)
+        with open(path) as f:
+            method = yaml.safe_load(f)["method"]
+        assert method in zoo.list_methods() and os.path.basename(path).startswith(method + "_"), path
         recipe = recipes.load_recipe(method, path)
         assert recipe["method"] == method and recipe["epochs"] > 0
     with pytest.raises(ValueError, match="not 'rotation'"):
