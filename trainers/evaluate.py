@@ -1,4 +1,4 @@
-"""`zoo-eval TARGET --data SPEC --protocol knn,linear`: measure a representation.
+"""`zoo-eval TARGET --data SPEC --protocol knn,linear,cluster`: measure a representation.
 
 TARGET is a zoo-train run folder (its latest checkpoint), a registered model name or an export
 folder. Features of the train split (the kNN bank / probe training set) and of the val split
@@ -6,7 +6,11 @@ are extracted from the frozen encoder (and cached in the run folder), then:
   knn     weighted kNN top-1 on val (k=200, capped at the smallest class's train count; cosine,
           temperature 0.1; Wu et al. 2018)
   linear  linear-probe top-1 on val (softmax regression on standardised frozen features)
-Results are printed and written as JSON (default: RUN/eval.json).
+  cluster k-means on the L2-normalised val features with k = the number of classes (n_init 10,
+          seed 0): NMI, ARI and Hungarian-matched accuracy against the val labels (no train
+          features needed; not in the default --protocol knn,linear)
+Results are printed and written as JSON (default: RUN/eval.json; RUN/eval-cluster.json for the
+cluster protocol alone, so that it never replaces the knn / linear report the model card reads).
 `--layer stage2` measures the average-pooled output of an intermediate block instead of the
 final features (per-layer probes; the default output file is then RUN/eval-stage2.json).
 """
@@ -17,7 +21,9 @@ import shlex
 import sys
 import time
 
-PROTOCOLS = ("knn", "linear")
+PROTOCOLS = ("knn", "linear", "cluster")
+DEFAULT_PROTOCOLS = ("knn", "linear")
+TRAIN_PROTOCOLS = ("knn", "linear")  # the protocols that need the train split's features
 
 
 def split_description(spec, n_val):
@@ -41,13 +47,15 @@ def _encoder_for(target):
     return encoder, {"model": target, "method": meta["method"]}, None, key, None
 
 
-def evaluate(target, data=None, protocols=PROTOCOLS, k=200, temperature=0.1, batch_size=512, verbose=True,
-             layer=None):
-    """Evaluate `target` (its block `layer`, e.g. "stage2", if given); returns the report dict."""
+def evaluate(target, data=None, protocols=DEFAULT_PROTOCOLS, k=200, temperature=0.1, batch_size=512, verbose=True,
+             layer=None, cluster_n_init=None, cluster_seed=None):
+    """Evaluate `target` (its block `layer`, e.g. "stage2", if given); returns the report dict.
+    `cluster_n_init` and `cluster_seed` (k-means restarts and random_state of the cluster
+    protocol): None for zoo.eval.cluster's defaults (10 and 0)."""
     import numpy as np
     import tensorflow as tf
     import zoo
-    from zoo.eval import extract_features, knn_evaluate, linear_probe
+    from zoo.eval import cluster_evaluate, extract_features, knn_evaluate, linear_probe
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: must be 1 or more.")
     unknown = [p for p in protocols if p not in PROTOCOLS]
@@ -68,7 +76,8 @@ def evaluate(target, data=None, protocols=PROTOCOLS, k=200, temperature=0.1, bat
     as_float = lambda x: tf.cast(x, tf.float32)  # noqa: E731  (the encoder does its own scaling)
     feats = {}
     started = time.time()
-    for split, arrays in (("train", train), ("val", val)):
+    splits = (("train", train), ("val", val)) if any(p in TRAIN_PROTOCOLS for p in protocols) else (("val", val),)
+    for split, arrays in splits:
         cache = None
         if cache_dir:
             os.makedirs(cache_dir, exist_ok=True)
@@ -81,21 +90,31 @@ def evaluate(target, data=None, protocols=PROTOCOLS, k=200, temperature=0.1, bat
                              f"{split} images of {data}; its weights are broken (a diverged run?), nothing to "
                              "evaluate.")
     report = dict(info, data=data, split="val", split_description=split_description(data, len(val)),
-                  train_images=len(train), val_images=len(val), feature_dim=int(feats["train"].shape[1]),
+                  train_images=len(train), val_images=len(val), feature_dim=int(feats["val"].shape[1]),
                   feature_seconds=round(time.time() - started, 1))
     if "knn" in protocols:
         report["knn"] = knn_evaluate(feats["train"], train.labels, feats["val"], val.labels, train.num_classes,
                                      k=k, temperature=temperature)
     if "linear" in protocols:
         report["linear"] = linear_probe(feats["train"], train.labels, feats["val"], val.labels, train.num_classes)
+    if "cluster" in protocols:
+        from zoo.eval.cluster import DEFAULT_N_INIT, DEFAULT_SEED
+        report["cluster"] = cluster_evaluate(
+            feats["val"], val.labels, train.num_classes,
+            n_init=DEFAULT_N_INIT if cluster_n_init is None else cluster_n_init,
+            seed=DEFAULT_SEED if cluster_seed is None else cluster_seed)
     return report
 
 
 def write_report(report, command, out=None):
     """Record the command in the report and write it as JSON (default: RUN/eval.json, which
-    zoo-export reads into the model card; eval.json for a model). Returns the path."""
+    zoo-export reads into the model card, RUN/eval-cluster.json for the cluster protocol alone,
+    RUN/eval-LAYER.json for a block; eval.json for a model). Returns the path."""
     report["command"] = command
-    name = f"eval-{report['layer']}.json" if report.get("layer") else "eval.json"
+    # A cluster-only report goes beside eval.json, not over it: the knn / linear numbers there
+    # feed the model card.
+    cluster_only = "cluster" in report and not ({"knn", "linear"} & set(report))
+    name = "eval" + (f"-{report['layer']}" if report.get("layer") else "") + ("-cluster" if cluster_only else "") + ".json"
     out = out or (os.path.join(report["run"], name) if "run" in report else name)
     with open(out, "w") as f:
         json.dump(report, f, indent=2)
@@ -106,7 +125,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="zoo-eval", description=__doc__.split("\n\n")[0])
     p.add_argument("target", help="zoo-train run folder, registered model name, or export folder")
     p.add_argument("--data", help="data spec (default: the run's training data)")
-    p.add_argument("--protocol", default="knn,linear", help="comma-separated: knn,linear")
+    p.add_argument("--protocol", default=",".join(DEFAULT_PROTOCOLS),
+                   help=f"comma-separated, of {','.join(PROTOCOLS)} (default: %(default)s)")
     p.add_argument("--k", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.1)
     p.add_argument("--batch-size", type=int, default=512)
@@ -121,9 +141,13 @@ def main(argv=None):
         out = write_report(report, command, args.out)
     where = f" [{report['layer']}]" if report.get("layer") else ""
     print(f"{report.get('run') or report.get('model')}{where} on {report['data']} ({report['split_description']}):")
-    for protocol in PROTOCOLS:
+    for protocol in ("knn", "linear"):
         if protocol in report:
             print(f"  {protocol:7s} top-1 = {100 * report[protocol]['top1']:.2f}%")
+    if "cluster" in report:
+        c = report["cluster"]
+        print(f"  cluster k={c['k']}: accuracy (Hungarian) = {100 * c['accuracy']:.2f}%, NMI = {c['nmi']:.4f}, "
+              f"ARI = {c['ari']:.4f}")
     print(f"wrote {os.path.abspath(out)}")
 
 

@@ -75,9 +75,10 @@ def read_eval(run_dir):
 
 def read_layer_evals(run_dir):
     """[(file name, report)] of the per-block reports (`zoo-eval RUN --layer stageK` ->
-    eval-stageK.json), sorted by name, then eval.json (the final block) if there are any."""
-    names = sorted(n for n in os.listdir(run_dir) if n.startswith("eval-") and n.endswith(".json")) \
-        if os.path.isdir(run_dir) else []
+    eval-stageK.json), sorted by name, then eval.json (the final block) if there are any. The
+    cluster protocol's own reports (eval-cluster.json, eval-stageK-cluster.json) are not among them."""
+    names = sorted(n for n in os.listdir(run_dir) if n.startswith("eval-") and n.endswith(".json")
+                   and not n.endswith("-cluster.json")) if os.path.isdir(run_dir) else []
     reports = []
     for name in names + (["eval.json"] if names else []):
         with open(os.path.join(run_dir, name)) as f:
