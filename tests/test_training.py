@@ -311,3 +311,16 @@ def test_a_checkpoint_written_in_bfloat16_resumes_in_float32(tmp_path):
     for a, b in zip(saved, loaded):
         assert b.dtype == a.dtype
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_bfloat16_on_a_cpu_without_its_instructions_is_warned(tmp_path):
+    from trainers.strategy import slow_bfloat16_warning
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("processor : 0\nflags : fpu sse2 avx avx2 fma\n")
+    bf16 = tmp_path / "bf16"
+    bf16.write_text("processor : 0\nflags : fpu sse2 avx avx2 fma avx512f avx512_bf16 amx_bf16\n")
+    message = slow_bfloat16_warning("mixed_bfloat16", cpuinfo=str(avx2))
+    assert "6.5x slower" in message and "--set mixed_precision=false" in message
+    assert slow_bfloat16_warning("mixed_bfloat16", cpuinfo=str(bf16)) is None
+    assert slow_bfloat16_warning("float32", cpuinfo=str(avx2)) is None
+    assert slow_bfloat16_warning("mixed_bfloat16", cpuinfo=str(tmp_path / "missing")) is None

@@ -55,3 +55,25 @@ def mixed_precision_policy(strategy=None):
     if isinstance(strategy, tf.distribute.TPUStrategy) or not tf.config.list_logical_devices("GPU"):
         return "mixed_bfloat16"
     return "mixed_float16"
+
+
+def slow_bfloat16_warning(policy, cpuinfo="/proc/cpuinfo"):
+    """A warning when `policy` computes in bfloat16 on a CPU without bfloat16 instructions
+    (AVX512_BF16 or AMX_BF16): TensorFlow then emulates it, measured 6.5x slower than float32
+    on the AVX2 machines here (docs/DESIGN_NOTES.md 26). None when there is nothing to say
+    (float32, a GPU / TPU policy, a CPU that has them, or no /proc/cpuinfo to read)."""
+    if policy != "mixed_bfloat16":
+        return None
+    import tensorflow as tf
+    if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
+        return None
+    try:
+        with open(cpuinfo) as f:
+            flags = set(next((line for line in f if line.startswith("flags")), "").split())
+    except OSError:
+        return None
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        return None
+    return ("WARNING: mixed precision computes in bfloat16, which this CPU lacks (no avx512_bf16 / amx_bf16 in "
+            f"{cpuinfo}): TensorFlow emulates it, measured 6.5x slower than float32. Train in float32 with "
+            "--set mixed_precision=false (a run may switch when it resumes; its weights are float32 either way).")

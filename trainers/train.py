@@ -15,7 +15,7 @@ import yaml
 
 from trainers import recipes
 from trainers.launcher import _without_option, launch_local_workers
-from trainers.strategy import STRATEGIES, make_strategy, mixed_precision_policy
+from trainers.strategy import STRATEGIES, make_strategy, mixed_precision_policy, slow_bfloat16_warning
 
 log = logging.getLogger("zoo.train")
 
@@ -281,6 +281,8 @@ def _train(recipe, method, out, run_dir, restore, start_step, strategy, verbose,
                  f"{bs // strategy.num_replicas_in_sync} images each")
     if keras.config.dtype_policy().name != "float32":
         log.info(f"mixed precision: {keras.config.dtype_policy().name}")
+        if slow_bfloat16_warning(keras.config.dtype_policy().name):
+            log.warning(slow_bfloat16_warning(keras.config.dtype_policy().name))
     if method.jit_compile is True:
         log.info("XLA: the train step is compiled with jit_compile=True")
     log.info(f"encoder {method.encoder.name}: {method.encoder.count_params():,} parameters, "
