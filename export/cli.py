@@ -90,8 +90,10 @@ def run_results(run_dir):
     report = read_eval(run_dir)
     if not report:
         return []
+    # kNN: the k actually used (capped at the smallest class's train count) and the temperature, for the card
     return [{"protocol": protocol, "dataset": report["data"].split(":", 1)[0], "split": report["split_description"],
-             "top1": report[protocol]["top1"], "command": report["command"]}
+             "top1": report[protocol]["top1"], "command": report["command"],
+             **{key: report[protocol][key] for key in ("k", "temperature") if key in report[protocol]}}
             for protocol in ("knn", "linear") if protocol in report]
 
 

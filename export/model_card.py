@@ -12,7 +12,18 @@ import yaml
 # How each backbone stem (metadata["backbone"]["stem"]) is described in a card.
 _STEMS = {"cifar": "small-image stem: 3x3 conv, stride 1, no max-pool",
           "imagenet": "ImageNet stem: 7x7 conv, stride 2, max-pool"}
-_PROTOCOL_NAMES = {"knn": "kNN (k=200, cosine, t=0.1)", "linear": "linear probe (softmax regression)"}
+_PROTOCOL_NAMES = {"knn": "kNN (k={k}, cosine, t={temperature:g})", "linear": "linear probe (softmax regression)"}
+# zoo-eval's defaults: what a result recorded without its k (the presets' metadata) used
+_KNN_DEFAULTS = {"k": 200, "temperature": 0.1}
+
+
+def _protocol_name(result):
+    """How a result's protocol is named in a card; a kNN result with the k and temperature it
+    recorded (zoo-eval caps k at the smallest class's train count)."""
+    name = _PROTOCOL_NAMES.get(result["protocol"], result["protocol"])
+    if result["protocol"] == "knn":
+        name = name.format(**{key: result.get(key, default) for key, default in _KNN_DEFAULTS.items()})
+    return name
 
 
 def _pct(value):
@@ -22,7 +33,7 @@ def _pct(value):
 def _result_rows(meta):
     rows = ["| protocol | data | split | top-1 (%) | command |", "| --- | --- | --- | --- | --- |"]
     for r in meta["results"]:
-        rows.append(f"| {_PROTOCOL_NAMES.get(r['protocol'], r['protocol'])} | {r['dataset']} | {r['split']} | "
+        rows.append(f"| {_protocol_name(r)} | {r['dataset']} | {r['split']} | "
                     f"{_pct(r['top1'])} | `{r.get('command', '')}` |")
     return "\n".join(rows) if meta["results"] else "No evaluation recorded yet (run `zoo-eval`)."
 
@@ -39,7 +50,7 @@ def _header(meta):
         header["datasets"] = [t["dataset"]]
     if meta["results"]:
         header["model-index"] = [{"name": meta["name"], "results": [{
-            "task": {"type": "image-classification", "name": _PROTOCOL_NAMES.get(r["protocol"], r["protocol"])},
+            "task": {"type": "image-classification", "name": _protocol_name(r)},
             "dataset": {"name": r["dataset"], "type": t.get("dataset") or r["dataset"], "split": r["split"]},
             "metrics": [{"type": "accuracy", "name": "top-1", "value": round(float(r["top1"]), 4)}],
         } for r in meta["results"]]}]

@@ -246,7 +246,8 @@ def test_a_second_zoo_export_to_the_same_target_is_refused_and_nothing_is_replac
     (["--set", "method_config.temperature=warm"], "method_config.temperature = 'warm' must be a number"),
     (["--set", "optimizer.momentun=0.5"], "unknown sgd optimizer field 'momentun': did you mean 'momentum'?"),
     (["--set", "knn.kk=5"], "unknown knn field 'kk'"),
-    (["--width", "-1"], "width must be > 0"),
+    (["--width", "-1"], "method_config.width (--width) = -1 must be in (0, 4]"),
+    (["--width", "100"], "method_config.width (--width) = 100 must be in (0, 4]"),  # was an out-of-memory traceback
 ])
 def test_arguments_that_make_nothing_happen_are_refused_before_the_run_folder_exists(tmp_path, capsys, args,
                                                                                      message):
@@ -487,3 +488,121 @@ def test_only_a_full_disk_becomes_a_disk_full_error_line():
     with pytest.raises(OSError, match="Input/output error"):  # any other OSError is no user error: traceback
         with user_errors():
             raise OSError(errno.EIO, os.strerror(errno.EIO), "/some/folder/file.npy")
+
+
+# --- 8. an export whose weights file was altered ---------------------------------------------
+
+def test_eval_and_embed_on_an_export_with_altered_weights_print_one_error_line(trained_run, tmp_path, capsys):
+    """zoo.load still raises HashMismatchError; the CLIs turn it into one `error:` line naming
+    the weights file (before: a RuntimeError traceback)."""
+    import zoo
+    from export.cli import export_run
+    from trainers.embed import main as embed_main
+    from trainers.evaluate import main as eval_main
+    folder = export_run(trained_run, "altered", to=str(tmp_path / "pub"), saved_model=False)
+    with open(os.path.join(folder, "model.weights.h5"), "r+b") as f:
+        f.seek(-100, 2)
+        f.write(b"\0" * 10)
+    with pytest.raises(zoo.hub.HashMismatchError, match="refusing to load"):
+        zoo.load(folder)
+    code, _, err = _exit(eval_main, [folder, "--data", DATA, "--protocol", "knn"], capsys)
+    assert code == 2
+    _assert_one_error_line(err, "model.weights.h5", "refusing to load")
+    out = tmp_path / "features.npy"
+    code, _, err = _exit(embed_main, [folder, "--data", DATA, "--out", str(out)], capsys)
+    assert code == 2 and not out.exists()
+    _assert_one_error_line(err, "model.weights.h5", "refusing to load")
+
+
+# --- 9. the reproducing command of a run folder whose path holds a space ----------------------
+
+def test_the_train_command_of_a_run_folder_with_a_space_parses_back_into_its_argv(tmp_path):
+    import shlex
+    from trainers import recipes
+    from trainers.runs import train_command
+    run_dir = str(tmp_path / "my run" / "simclr")
+    recipe = recipes.load_recipe("simclr")
+    recipe["data"] = DATA
+    assert shlex.split(train_command(run_dir, recipe)) == [
+        "zoo-train", "simclr", "--config", os.path.join(run_dir, "config.yaml"), "--out", run_dir]
+    recipe = recipes.load_recipe("simclr")  # the shipped CIFAR-10 recipe unchanged: its path in the repo
+    assert recipe["data"].startswith("cifar10-jpeg")
+    assert shlex.split(train_command(run_dir, recipe)) == [
+        "zoo-train", "simclr", "--config", "trainers/configs/simclr_cifar10.yaml", "--out", run_dir]
+
+
+# --- 10. the k of the kNN evaluation -------------------------------------------------------------
+
+def test_zoo_eval_prints_the_k_it_used_and_the_model_card_names_it(trained_run, tmp_path, capsys):
+    """shapes?n=120 has ~10 train images a class, so zoo-eval's k=200 is capped at the smallest
+    class: the printed line and the model card name the k recorded in eval.json (the card used to
+    say k=200 whatever was used)."""
+    import json
+    from export.cli import export_run
+    from trainers.evaluate import main as eval_main
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("tensorboard", ".lock"))
+    eval_main([str(run), "--protocol", "knn"])
+    out = capsys.readouterr().out
+    knn = json.load(open(run / "eval.json"))["knn"]
+    assert knn["k_requested"] == 200 and knn["k"] == knn["smallest_class"] < 200
+    assert f"(k={knn['k']}, not the --k 200 requested: the smallest class has {knn['smallest_class']} train " \
+           "images)" in out
+    eval_main([str(run), "--protocol", "knn", "--k", "3"])  # k as requested: nothing to say
+    assert re.search(r"knn +top-1 = [\d.]+%\n", capsys.readouterr().out)
+    knn = json.load(open(run / "eval.json"))["knn"]
+    assert knn["k"] == 3
+    card = open(os.path.join(export_run(str(run), "k3", str(tmp_path / "pub"), saved_model=False), "README.md")).read()
+    assert "kNN (k=3, cosine, t=0.1)" in card and "k=200" not in card
+
+
+# --- 11. zoo-eval and zoo-views take a plain folder path as --data --------------------------------
+
+def _class_folder(root, classes=("a", "b"), per_class=4, sizes=((32, 32),)):
+    """root/<class>/<i>.png: small PNGs of one colour per class, of the given (width, height)s in turn."""
+    from PIL import Image
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            w, h = sizes[i % len(sizes)]
+            Image.fromarray(np.full((h, w, 3), 40 + 150 * c + i, np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_zoo_eval_and_zoo_views_take_a_plain_folder_path_and_say_not_found(trained_run, tmp_path, capsys):
+    import json
+    from trainers.evaluate import main as eval_main
+    from trainers.show_views import main as views_main
+    images = _class_folder(tmp_path / "images", per_class=10)
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("tensorboard", ".lock"))
+    eval_main([str(run), "--data", str(images), "--protocol", "knn"])
+    capsys.readouterr()
+    report = json.load(open(run / "eval.json"))
+    assert report["data"] == f"folder:{images}" and report["train_images"] + report["val_images"] == 20
+    assert views_main(["rotation", "--data", str(images), "--out", str(tmp_path / "r.png"), "--n", "1",
+                       "--set", "width=0.125"]) == 0
+    assert (tmp_path / "r.png").is_file()
+
+    missing = tmp_path / "no" / "such"
+    code, _, err = _exit(eval_main, [str(run), "--data", str(missing)], capsys)
+    assert code == 2
+    _assert_one_error_line(err, f"{missing} not found")
+    assert views_main(["rotation", "--data", str(missing), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing} not found" in err and "unknown data spec" not in err
+
+
+# --- 12. zoo-eval on data of one class --------------------------------------------------------
+
+def test_zoo_eval_on_one_class_warns_as_zoo_train_does(trained_run, tmp_path, capsys):
+    from trainers.evaluate import main as eval_main
+    images = _class_folder(tmp_path / "cats_only", classes=("cats",), per_class=10)
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("tensorboard", ".lock"))
+    eval_main([str(run), "--data", str(images), "--protocol", "knn"])
+    out, err = capsys.readouterr()
+    assert (f"WARNING: folder:{images} has one class (cats): every top-1 accuracy (knn, linear, cluster) is 100 % "
+            "for any encoder and means nothing. Put the images in 2 or more class sub-folders") in err
+    assert "knn_every_epochs" not in err  # zoo-train's advice, not zoo-eval's
+    assert "knn     top-1 = 100.00%" in out

@@ -28,3 +28,23 @@ def test_the_quickstart_recipe_beats_the_untrained_encoder(tmp_path, capsys):
     out = capsys.readouterr().out
     found = re.search(r"kNN top-1 = ([\d.]+)% \(same encoder at random init: ([\d.]+)%", out)
     assert float(found.group(1)) - float(found.group(2)) >= 10.0, out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "0"], "epochs (--epochs) = 0 must be at least 1"),  # 0 used to mean "the default"
+    (["--width", "-1"], "width"),
+    (["--data", "no/such/folder"], "not found"),
+])
+def test_a_bad_flag_is_one_error_line_before_anything_is_trained(tmp_path, capsys, monkeypatch, args, message):
+    from trainers import train
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started before the flags were checked")
+    monkeypatch.setattr(train, "_train", no_training)
+    with pytest.raises(SystemExit) as raised:
+        main(["--out", str(tmp_path / "qs"), *args])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert not (tmp_path / "qs").exists()

@@ -155,3 +155,32 @@ def test_folder_run_card_has_no_local_paths_and_no_cifar(folder_run, tmp_path_fa
     assert meta["results"][0]["dataset"] == "my_photos"
     assert "- data: 18 training images in 2 classes from the folder `my_photos`" in card
     assert 'zoo.load("' in card and "datasets:" not in card
+
+
+# --- images of different sizes in a folder ------------------------------------------------------
+
+def test_a_folder_of_images_of_different_sizes_says_once_that_they_are_resized_and_to_what(tmp_path):
+    import warnings
+    import zoo
+    for c, colour in enumerate((30, 200)):
+        os.makedirs(tmp_path / "mixed" / f"class{c}")
+        for i in range(3):  # a0-a2 (first in name order): 32x32; b0-b2: 64 wide, 48 high
+            Image.fromarray(np.full((32, 32, 3), colour, np.uint8)).save(tmp_path / "mixed" / f"class{c}" / f"a{i}.png")
+            Image.fromarray(np.full((48, 64, 3), colour, np.uint8)).save(tmp_path / "mixed" / f"class{c}" / f"b{i}.png")
+    spec = f"folder:{tmp_path / 'mixed'}"
+    for attempt in ("decoded", "from the cache"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            data = zoo.data.load_arrays(spec, "all")
+        said = [str(w.message) for w in caught if "different sizes" in str(w.message)]
+        assert said == [f"the images under {tmp_path / 'mixed'} have different sizes: 6 of 12 (64x48 px) were "
+                        "resized to 32x32 px (width x height), the size of the first image; add ?size=N to the "
+                        "data spec to resize every image to NxN instead."], (attempt, said)
+        assert data.images.shape == (12, 32, 32, 3)
+        # a one-colour image stays that colour when resized
+        np.testing.assert_array_equal(data.images.reshape(12, -1).min(1), data.images.reshape(12, -1).max(1))
+        assert sorted(set(data.images[:, 0, 0, 0].tolist())) == [30, 200]
+    with warnings.catch_warnings(record=True) as caught:  # every image resized as asked: nothing to say
+        warnings.simplefilter("always")
+        assert zoo.data.load_arrays(spec + "?size=16", "all").images.shape == (12, 16, 16, 3)
+    assert not [w for w in caught if "different sizes" in str(w.message)]

@@ -55,6 +55,7 @@ def evaluate(target, data=None, protocols=DEFAULT_PROTOCOLS, k=200, temperature=
     import numpy as np
     import tensorflow as tf
     import zoo
+    from trainers.recipes import resolve_data
     from zoo.eval import cluster_evaluate, extract_features, knn_evaluate, linear_probe
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: must be 1 or more.")
@@ -70,9 +71,14 @@ def evaluate(target, data=None, protocols=DEFAULT_PROTOCOLS, k=200, temperature=
         if recipe is None:
             raise ValueError("--data is required when evaluating a model (not a run folder).")
         data = recipe["data"]
+    data = resolve_data(data)  # a plain folder path, as zoo-train takes it; a missing one is "not found"
     train, val = zoo.data.load_arrays(data, "train"), zoo.data.load_arrays(data, "val")
     if len(val) == 0:
         raise ValueError(f"{data} has an empty val split; nothing to evaluate on.")
+    if train.num_classes < 2:
+        from trainers.train import one_class_warning
+        print(one_class_warning(data, train.class_names, measured="every top-1 accuracy (knn, linear, cluster) is",
+                                alternative=""), file=sys.stderr)
     as_float = lambda x: tf.cast(x, tf.float32)  # noqa: E731  (the encoder does its own scaling)
     feats = {}
     started = time.time()
@@ -121,10 +127,18 @@ def write_report(report, command, out=None):
     return out
 
 
+def _k_note(result):
+    """" (k=12: ...)" when the kNN evaluation used fewer neighbours than requested, else ""."""
+    if "k_requested" not in result or result["k"] == result["k_requested"]:
+        return ""
+    return (f" (k={result['k']}, not the --k {result['k_requested']} requested: the smallest class has "
+            f"{result['smallest_class']} train images)")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="zoo-eval", description=__doc__.split("\n\n")[0])
     p.add_argument("target", help="zoo-train run folder, registered model name, or export folder")
-    p.add_argument("--data", help="data spec (default: the run's training data)")
+    p.add_argument("--data", help="data spec or image folder path (default: the run's training data)")
     p.add_argument("--protocol", default=",".join(DEFAULT_PROTOCOLS),
                    help=f"comma-separated, of {','.join(PROTOCOLS)} (default: %(default)s)")
     p.add_argument("--k", type=int, default=200)
@@ -143,7 +157,7 @@ def main(argv=None):
     print(f"{report.get('run') or report.get('model')}{where} on {report['data']} ({report['split_description']}):")
     for protocol in ("knn", "linear"):
         if protocol in report:
-            print(f"  {protocol:7s} top-1 = {100 * report[protocol]['top1']:.2f}%")
+            print(f"  {protocol:7s} top-1 = {100 * report[protocol]['top1']:.2f}%{_k_note(report[protocol])}")
     if "cluster" in report:
         c = report["cluster"]
         print(f"  cluster k={c['k']}: accuracy (Hungarian) = {100 * c['accuracy']:.2f}%, NMI = {c['nmi']:.4f}, "

@@ -165,6 +165,7 @@ def _field_value(value, hint, where, default=None):
 def check_method_config(method, config):
     """`config` (recipe["method_config"]) with every value converted to the type of the
     method's config field; an unknown field or a value of the wrong type is a ValueError."""
+    from zoo.hub import MAX_WIDTH
     from zoo.registry import get_method
     cls = get_method(method).Config
     hints = typing.get_type_hints(cls)
@@ -179,6 +180,11 @@ def check_method_config(method, config):
                            "Fix the --set method_config.KEY=VALUE or the recipe's method_config.")
         default = defaults[key] if isinstance(defaults[key], tuple) else None
         checked[key] = _field_value(value, hints[key], f"method_config.{key}", default)
+    # Wider backbones do not fit in memory: refuse them here, before the run folder exists, with
+    # the bound zoo.load applies to an export's metadata.
+    if "width" in checked and not 0 < checked["width"] <= MAX_WIDTH:
+        raise ValueError(f"method_config.width (--width) = {checked['width']:g} must be in (0, {MAX_WIDTH}] "
+                         "(the backbone's channel multiplier: 1 is the standard ResNet, 0.125-0.5 train on a CPU).")
     return checked
 
 

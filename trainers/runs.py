@@ -4,6 +4,7 @@
 model cards read runs only through this module."""
 import json
 import os
+import shlex
 
 import yaml
 
@@ -104,7 +105,8 @@ def final_pretext_metrics(run_dir):
 
 def train_command(run_dir, recipe):
     """The zoo-train command that reproduces a run: the method's CIFAR-10 recipe when the run
-    used it unchanged, else the run's own config.yaml."""
+    used it unchanged, else the run's own config.yaml. Paths are shell-quoted (a folder may hold
+    a space)."""
     kind = recipe["data"].split(":", 1)[0]
     default = load_recipe(recipe["method"])
     comparable = {k: v for k, v in recipe.items()}
@@ -112,5 +114,6 @@ def train_command(run_dir, recipe):
     default["method_config"] = {k: v for k, v in default.get("method_config", {}).items() if k != "num_examples"}
     if kind == "cifar10-jpeg" and comparable == default:
         path = os.path.relpath(default_recipe_path(recipe["method"]), os.path.dirname(os.path.dirname(__file__)))
-        return f"zoo-train {recipe['method']} --config {path} --out {run_dir}"
-    return f"zoo-train {recipe['method']} --config {os.path.join(run_dir, 'config.yaml')} --out {run_dir}"
+    else:
+        path = os.path.join(run_dir, "config.yaml")
+    return shlex.join(["zoo-train", recipe["method"], "--config", path, "--out", run_dir])

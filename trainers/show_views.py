@@ -166,6 +166,8 @@ def views_figure(method_name, data="shapes", n=3, seed=0, **overrides):
     `originals` are those uint8 images, drawn (enlarged) as the first panel of each row."""
     import tensorflow as tf
     import zoo
+    from trainers.recipes import resolve_data
+    data = resolve_data(data)  # a plain folder path, as zoo-train takes it; a missing one is "not found"
     images = zoo.data.load_arrays(data, "val")
     if not 1 <= n <= len(images):
         raise ValueError(f"--n {n}: must be between 1 and the {len(images)} val images of {data}.")
@@ -206,7 +208,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="zoo-views", description=__doc__.split("\n\n")[0])
     parser.add_argument("method", help=f"one of {', '.join(zoo.list_methods())}, or all")
     parser.add_argument("--out", required=True, help="PNG file to write (a folder for `all`)")
-    parser.add_argument("--data", default="shapes", help="data spec (default: the generated shapes set)")
+    parser.add_argument("--data", default="shapes",
+                        help="data spec or image folder path (default: the generated shapes set)")
     parser.add_argument("--n", type=int, default=3, help="number of images (rows)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -114,10 +114,13 @@ def dropped_images_warning(num_images, batch_size, replicas=1):
             f"{fix}.")
 
 
-def one_class_warning(data, class_names):
-    return (f"WARNING: {data} has one class ({', '.join(class_names)}): the kNN accuracy (val_knn_top1) is "
+def one_class_warning(data, class_names, measured="the kNN accuracy (val_knn_top1) is",
+                      alternative=", or --set knn_every_epochs=0"):
+    """zoo-train's warning about data of one class (and zoo-eval's, with its own `measured` and no
+    `alternative`)."""
+    return (f"WARNING: {data} has one class ({', '.join(class_names)}): {measured} "
             "100 % for any encoder and means nothing. Put the images in 2 or more class sub-folders to measure "
-            "the features, or --set knn_every_epochs=0.")
+            f"the features{alternative}.")
 
 
 def compile_method(method, recipe, steps_per_epoch):

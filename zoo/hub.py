@@ -50,8 +50,9 @@ MAX_WIDTH = 4
 MAX_IMAGE_SIZE = 1024
 
 
-class HashMismatchError(RuntimeError):
-    pass
+class HashMismatchError(ValueError):
+    """A file's sha256 differs from its metadata's: a corrupt or replaced file, which the CLIs
+    report as one `error:` line (a ValueError, as trainers.errors.USER_ERRORS expects)."""
 
 
 def sha256(path, chunk=1 << 20):

@@ -57,13 +57,32 @@ def _warn_skipped(where, count, first):
     warnings.warn(f"skipped {count} unreadable files under {where} (first: {first})")
 
 
+_SIZES_SHOWN = 5  # the other image sizes a resize warning names
+
+
+def _warn_resized(where, arrays):
+    """Say (once: Python shows a warning's text once) that images of other sizes were resized to
+    that of the first image; nothing for arrays cached before "resized" was recorded."""
+    count = int(arrays.get("resized", 0))
+    if not count:
+        return
+    height, width = arrays["images"].shape[1:3]
+    sizes = [f"{w}x{h}" for h, w in arrays["other_sizes"]]
+    others = ", ".join(sizes[:_SIZES_SHOWN]) + (", ..." if len(sizes) > _SIZES_SHOWN else "")
+    warnings.warn(f"the images under {where} have different sizes: {count} of {len(arrays['images'])} "
+                  f"({others} px) were resized to {width}x{height} px (width x height), the size of the first "
+                  f"image; add ?size=N to the data spec to resize every image to NxN instead.")
+
+
 def _decode_all(entries, n, where, size=None):
     """Decode n (label, name, bytes or file path) entries into one uint8 array.
 
     Images take the size `size` x `size`, or else that of the first readable image, and are
-    resized to it when they differ. Unreadable files are skipped, counted and warned about once.
+    resized to it when they differ (warned about once when `size` is not given). Unreadable files
+    are skipped, counted and warned about once.
     """
     images, kept, skipped = None, 0, []
+    other_sizes, resized = set(), 0  # (height, width) of images resized to the first one's size
     labels = np.empty(n, np.int32)
     for i, (label, name, payload) in enumerate(entries, 1):
         try:
@@ -77,6 +96,9 @@ def _decode_all(entries, n, where, size=None):
         if images is None:
             hw = (size, size) if size else image.shape[:2]
             images = np.empty((n, *hw, 3), np.uint8)
+        if size is None and image.shape[:2] != hw:
+            other_sizes.add(image.shape[:2])
+            resized += 1
         images[kept], labels[kept] = _resize(image, hw), label
         kept += 1
         if n >= _PROGRESS_EVERY and (i % _PROGRESS_EVERY == 0 or i == n):
@@ -86,9 +108,13 @@ def _decode_all(entries, n, where, size=None):
                         f"(first: {skipped[0]}); they must be JPEG, PNG, BMP, GIF, WebP or TIFF images")
     if skipped:
         _warn_skipped(where, len(skipped), skipped[0])
-    return {"images": images[:kept], "labels": labels[:kept],
-            "skipped": np.int64(len(skipped)),
-            "first_skipped": np.str_(skipped[0] if skipped else "")}
+    arrays = {"images": images[:kept], "labels": labels[:kept],
+              "skipped": np.int64(len(skipped)),
+              "first_skipped": np.str_(skipped[0] if skipped else ""),
+              "resized": np.int64(resized),
+              "other_sizes": np.array(sorted(other_sizes)[:_SIZES_SHOWN + 1], np.int64).reshape(-1, 2)}
+    _warn_resized(where, arrays)
+    return arrays
 
 
 def _cached(key, build):
@@ -105,6 +131,7 @@ def _cached(key, build):
             arrays = {k: f[k] for k in f.files}
         if arrays["skipped"]:
             _warn_skipped(key["path"], int(arrays["skipped"]), str(arrays["first_skipped"]))
+        _warn_resized(key["path"], arrays)
         return arrays
     arrays = build()
     try:
