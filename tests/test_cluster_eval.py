@@ -11,6 +11,7 @@ from math import comb
 import numpy as np
 import pytest
 
+from run_folders import untrained_run_folder
 from zoo.eval import cluster_evaluate, clustering_scores, hungarian_accuracy, kmeans_clusters
 
 # ------------------------------------------------------------------ Hungarian-matched accuracy
@@ -160,20 +161,8 @@ def test_kmeans_rejects_bad_k_and_too_few_samples(rng):
 
 @pytest.fixture(scope="module")
 def untrained_run(tmp_path_factory):
-    """A run folder as zoo-train leaves it (config.yaml + a checkpoint), made without training
-    (as tests/test_faults.py's trained_run): zoo-eval only reads it."""
-    import keras
-    from trainers import recipes
-    from trainers.train import build_method, prepare_run_dir
-    recipe = recipes.load_recipe("simclr")
-    recipe.update(data="shapes?n=200", epochs=1, batch_size=20, knn_every_epochs=0, checkpoint_every_steps=0)
-    recipe["method_config"]["width"] = 0.125
-    out = str(tmp_path_factory.mktemp("cluster") / "run")
-    prepare_run_dir(out, recipe)
-    keras.utils.set_random_seed(0)
-    os.makedirs(os.path.join(out, "checkpoints"))
-    build_method(recipe).save_weights(os.path.join(out, "checkpoints", "step-00000005.weights.h5"))
-    return out
+    """A run folder as zoo-train leaves it, made without training: zoo-eval only reads it."""
+    return untrained_run_folder(str(tmp_path_factory.mktemp("cluster") / "run"), "shapes?n=200")
 
 
 def test_zoo_eval_cluster_writes_the_cluster_entry(untrained_run, capsys):

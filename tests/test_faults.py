@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from run_folders import untrained_run_folder
 
 DATA = "shapes?n=120"  # 100 train / 20 val images
 TINY = ["--data", DATA, "--epochs", "1", "--batch-size", "20", "--width", "0.125", "--set", "knn_every_epochs=0"]
@@ -49,20 +50,9 @@ def _checkpoint_arrays(path):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    """A run folder as zoo-train leaves it after 5 steps (config.yaml + a checkpoint of the
-    model's weights), made without training: the export / eval tests only read it."""
-    import keras
-    from trainers import recipes
-    from trainers.train import build_method, prepare_run_dir
-    recipe = recipes.load_recipe("simclr")
-    recipe.update(data=DATA, epochs=1, batch_size=20, knn_every_epochs=0, checkpoint_every_steps=0)
-    recipe["method_config"]["width"] = 0.125
-    out = str(tmp_path_factory.mktemp("faults") / "run")
-    prepare_run_dir(out, recipe)
-    keras.utils.set_random_seed(0)
-    os.makedirs(os.path.join(out, "checkpoints"))
-    build_method(recipe).save_weights(os.path.join(out, "checkpoints", "step-00000005.weights.h5"))
-    return out
+    """A run folder as zoo-train leaves it after 5 steps, made without training: the export /
+    eval tests only read it."""
+    return untrained_run_folder(str(tmp_path_factory.mktemp("faults") / "run"), DATA)
 
 
 @pytest.fixture
