@@ -48,10 +48,8 @@ def _encoder_for(target):
 
 
 def evaluate(target, data=None, protocols=DEFAULT_PROTOCOLS, k=200, temperature=0.1, batch_size=512, verbose=True,
-             layer=None, cluster_n_init=None, cluster_seed=None):
-    """Evaluate `target` (its block `layer`, e.g. "stage2", if given); returns the report dict.
-    `cluster_n_init` and `cluster_seed` (k-means restarts and random_state of the cluster
-    protocol): None for zoo.eval.cluster's defaults (10 and 0)."""
+             layer=None):
+    """Evaluate `target` (its block `layer`, e.g. "stage2", if given); returns the report dict."""
     import numpy as np
     import tensorflow as tf
     import zoo
@@ -104,11 +102,7 @@ def evaluate(target, data=None, protocols=DEFAULT_PROTOCOLS, k=200, temperature=
     if "linear" in protocols:
         report["linear"] = linear_probe(feats["train"], train.labels, feats["val"], val.labels, train.num_classes)
     if "cluster" in protocols:
-        from zoo.eval.cluster import DEFAULT_N_INIT, DEFAULT_SEED
-        report["cluster"] = cluster_evaluate(
-            feats["val"], val.labels, train.num_classes,
-            n_init=DEFAULT_N_INIT if cluster_n_init is None else cluster_n_init,
-            seed=DEFAULT_SEED if cluster_seed is None else cluster_seed)
+        report["cluster"] = cluster_evaluate(feats["val"], val.labels, train.num_classes)
     return report
 
 
