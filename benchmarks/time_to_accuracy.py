@@ -13,8 +13,8 @@ per-epoch `val_knn_top1`, eval.json with the final kNN and linear probe) and the
 baseline (`results/random_init_cifar10.json`, the curves' point at 0 minutes), and writes a
 markdown table and a PNG plot (needs matplotlib: `pip install matplotlib`).
 
-"Learns most per CPU-minute" is read at the largest budget every curve reaches: the kNN of each
-method there, interpolated linearly between its measured points.
+"Learns most per CPU-minute" is read at fixed budgets (5, 15 and 30 CPU-minutes): the kNN of each
+method there, interpolated linearly between its measured points, among the runs that reach the budget.
 """
 import argparse
 import datetime as _dt
@@ -81,6 +81,10 @@ def interpolate(points, minutes):
     return None
 
 
+def _percent(value):
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--measure", action="store_true", help="time every method's step, write the JSON, stop")
@@ -90,6 +94,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--step-times", help="JSON written by --measure")
+    ap.add_argument("--budgets", default="5,15,30", help="CPU-minutes at which the curves are compared")
     ap.add_argument("--runs", default=os.path.join(ROOT, "runs", "*_resnet18w025_cifar10"))
     ap.add_argument("--baseline", default=os.path.join(BENCH_DIR, "results", "random_init_cifar10.json"))
     ap.add_argument("--out-md", default=os.path.join(BENCH_DIR, "results", "time_to_accuracy.md"))
@@ -109,6 +114,7 @@ def main(argv=None):
     if not args.step_times:
         ap.error("--step-times FILE (written by --measure) is needed to draw the curves")
 
+    budgets = [float(b) for b in args.budgets.split(",")]
     bench = json.load(open(args.step_times))
     baseline = json.load(open(args.baseline))["runs"]
     random_knn = sum(r["knn_top1"] for r in baseline) / len(baseline)
@@ -119,7 +125,6 @@ def main(argv=None):
         method, points, final = run_curve(run_dir, bench["step_seconds"], bench["batch_size"])
         curves[method] = ([(0, 0, 0.0, random_knn)] + points, final)
 
-    budget = min(points[-1][2] for points, _ in curves.values())
     lines = [
         "# Time to accuracy, CIFAR-10 (ResNet-18 width 0.25, 45k train images)",
         "",
@@ -127,27 +132,30 @@ def main(argv=None):
         f"widest SIMD {bench['machine'].get('widest_simd', '?')}, batch {bench['batch_size']}, one process, "
         f"load {bench['load_average_start'][0]:.1f} at the start). CPU-minutes = steps x that step time "
         "(the runs' own epoch times are not comparable: they shared the machine). kNN: val split, 5,000 "
-        f"images held out of the train set; 0 minutes = the untrained encoder (mean of 3 seeds, {100 * random_knn:.1f} %).",
+        f"images held out of the train set; 0 minutes = the untrained encoder (mean of 3 seeds, {100 * random_knn:.1f} %). "
+        "kNN at a budget is interpolated linearly between measured epochs; '-' where the run ended before it.",
         "",
-        f"| method | labels | s/step | CPU-min / epoch | epochs | CPU-min | images seen | val kNN curve (epoch: %) "
-        f"| final kNN | linear | kNN at {budget:.0f} CPU-min |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| method | labels | s/step | CPU-min / epoch | epochs | CPU-min | images seen | val kNN curve (epoch: %) "
+        "| final kNN | linear | " + " | ".join(f"kNN at {b:g} CPU-min" for b in budgets) + " |",
+        "| --- " * (10 + len(budgets)) + "|",
     ]
-    ranked = []
     for method, (points, final) in sorted(curves.items()):
         epoch, images, minutes, knn = points[-1]
-        at_budget = interpolate(points, budget)
-        if method not in LABELLED:
-            ranked.append((at_budget, method))
         curve = ", ".join(f"{e}: {100 * k:.1f}" for e, _, _, k in points[1:])
         linear = final.get("linear", {}).get("top1")
+        at_budgets = " | ".join(_percent(interpolate(points, b)) for b in budgets)
         lines.append(f"| {method} | {'yes' if method in LABELLED else 'no'} | {bench['step_seconds'][method]:.2f} "
                      f"| {minutes / epoch:.1f} | {epoch} | {minutes:.0f} | {images:,} | {curve} | {100 * knn:.1f} "
-                     f"| {'-' if linear is None else f'{100 * linear:.1f}'} | {100 * at_budget:.1f} |")
-    best = max(ranked)
-    lines += ["", f"Learns most per CPU-minute at this scale (label-free, kNN at {budget:.0f} CPU-minutes): "
-                  f"**{best[1]}** ({100 * best[0]:.1f} %), then "
-                  + ", ".join(f"{m} ({100 * k:.1f} %)" for k, m in sorted(ranked, reverse=True)[1:4]) + "."]
+                     f"| {_percent(linear)} | {at_budgets} |")
+    lines.append("")
+    label_free = sum(method not in LABELLED for method in curves)
+    for budget in budgets:
+        ranked = sorted(((interpolate(points, budget), method) for method, (points, _) in curves.items()
+                         if method not in LABELLED and interpolate(points, budget) is not None), reverse=True)
+        if ranked:
+            lines.append(f"- Label-free, kNN at {budget:g} CPU-minutes ({len(ranked)} of {label_free} runs reach it): "
+                         + ", ".join(f"{'**' + m + '**' if i == 0 else m} ({100 * k:.1f} %)"
+                                     for i, (k, m) in enumerate(ranked[:5])) + ".")
     with open(args.out_md, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -156,11 +164,12 @@ def main(argv=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
-    for method, (points, _) in sorted(curves.items()):
+    colours = plt.get_cmap("tab20").colors  # 20 distinct colours: the default cycle repeats after 10
+    for i, (method, (points, _)) in enumerate(sorted(curves.items())):
         style = "--" if method in LABELLED else "-"
         for ax, x in zip(axes, (1, 2)):
             ax.plot([p[x] / (1e3 if x == 1 else 1) for p in points], [100 * p[3] for p in points], style,
-                    marker="o", markersize=3, label=method)
+                    color=colours[i % 20], marker="os^D"[i // 20 % 4], markersize=3, label=method)
     axes[0].set_xlabel("images seen (thousands)")
     axes[1].set_xlabel(f"CPU-minutes on a quiet machine ({bench['machine'].get('widest_simd', '?')})")
     for ax in axes:

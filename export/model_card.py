@@ -329,6 +329,25 @@ def _random_init_section(repo_root):
             "", "```bash", report["command"], "```"]
 
 
+def _time_to_accuracy_section(repo_root):
+    """benchmarks/time_to_accuracy.py's table and plot, under a heading of this file's level."""
+    path = os.path.join(repo_root, "benchmarks", "results", "time_to_accuracy.md")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        table = f.read().strip().split("\n")
+    heading = table[0].lstrip("# ")
+    return ["", f"## {heading}", "",
+            "Which method learns most per CPU-minute at this scale: every shipped run's val kNN per epoch "
+            "against images seen and against CPU-minutes of a quiet machine "
+            "([plot](benchmarks/results/time_to_accuracy.png)). The older runs measured kNN every 4 epochs, "
+            "the modern ones (BYOL and after) every epoch, so the older curves are drawn straight from the "
+            "untrained point to epoch 4 and their early budgets read low.", "",
+            "```bash", "python benchmarks/time_to_accuracy.py --measure   # step times, one process, quiet machine",
+            "python benchmarks/time_to_accuracy.py --step-times benchmarks/results/step_times_STAMP.json", "```",
+            *table[1:]]
+
+
 def _paper_section(methods):
     notes = [f"- **{m}**: {PAPER_FIGURES[m]}" for m in sorted(methods) if m in PAPER_FIGURES]
     return ["", "## Beside the papers", "", *notes] if notes else []
@@ -379,7 +398,8 @@ def model_cards_md(runs_root=None):
     metas = registered_metadata()
     root = runs_root or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs")
     text = render_model_cards_md(metas, other_runs(root, {m["name"] for m in metas}))
-    text = "\n".join([text.rstrip(), *_random_init_section(os.path.dirname(root))])
+    text = "\n".join([text.rstrip(), *_random_init_section(os.path.dirname(root)),
+                      *_time_to_accuracy_section(os.path.dirname(root))])
     methods = {m["method"] for m in metas}
     return "\n".join([text.rstrip(), *_layer_probe_section(layer_probes(root), block_floors(os.path.dirname(root))),
                       *_paper_section(methods)]).rstrip() + "\n"

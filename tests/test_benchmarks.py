@@ -337,7 +337,7 @@ def _write_run(folder, method, batch, rows, final_knn, linear):
 
 def test_time_to_accuracy_table_by_hand(tmp_path):
     """Two hand-made runs: CPU-minutes = steps x the benchmark's step time rescaled to the run's
-    batch; the kNN at the common budget is interpolated along each curve."""
+    batch; the kNN at each budget is interpolated along each curve, '-' past a curve's end."""
     spec = importlib.util.spec_from_file_location("tta", SCRIPT.parent / "time_to_accuracy.py")
     tta = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tta)
@@ -354,10 +354,12 @@ def test_time_to_accuracy_table_by_hand(tmp_path):
     (tmp_path / "random.json").write_text(json.dumps({"runs": [{"knn_top1": 0.30}, {"knn_top1": 0.32}]}))
     md, png = tmp_path / "tta.md", tmp_path / "tta.png"
     tta.main(["--step-times", str(tmp_path / "steps.json"), "--runs", str(tmp_path / "runs" / "*"),
-              "--baseline", str(tmp_path / "random.json"), "--out-md", str(md), "--plot", str(png)])
+              "--baseline", str(tmp_path / "random.json"), "--out-md", str(md), "--plot", str(png),
+              "--budgets", "4,5"])
     text = md.read_text()
-    # budget = min(4 min for a, 6 min for b) = 4; b at 4 min: 0.31 + (0.70 - 0.31) * 4/6 = 0.57
-    assert "| a | no | 2.00 | 2.0 | 2 | 4 | 15,360 | 1: 40.0, 2: 50.0 | 50.0 | 60.0 | 50.0 |" in text
-    assert "| b | no | 1.00 | 2.0 | 3 | 6 | 46,080 | 3: 70.0 | 70.0 | 75.0 | 57.0 |" in text
-    assert "**b** (57.0 %)" in text
+    # a ends at 4 min, b at 6; b at 4 min: 0.31 + (0.70 - 0.31) * 4/6 = 0.57, at 5 min: 0.31 + 0.39 * 5/6 = 0.635
+    assert "| a | no | 2.00 | 2.0 | 2 | 4 | 15,360 | 1: 40.0, 2: 50.0 | 50.0 | 60.0 | 50.0 | - |" in text
+    assert "| b | no | 1.00 | 2.0 | 3 | 6 | 46,080 | 3: 70.0 | 70.0 | 75.0 | 57.0 | 63.5 |" in text
+    assert "kNN at 4 CPU-minutes (2 of 2 runs reach it): **b** (57.0 %), a (50.0 %)." in text
+    assert "kNN at 5 CPU-minutes (1 of 2 runs reach it): **b** (63.5 %)." in text
     assert png.stat().st_size > 10_000
