@@ -307,11 +307,14 @@ def random_images(n, size=32, seed=0):
 
 
 def create_method(name, width, num_examples=DEFAULT_NUM_EXAMPLES):
-    """`zoo.create(name, backbone="resnet18", width=width)`; methods with a per-image memory get
-    `num_examples` rows, as the trainer sizes them from the training set."""
-    fields = {f.name for f in dataclasses.fields(get_method(name).Config)}
+    """`zoo.create(name, backbone="resnet18", width=width)` (the method's own ViT for those that need
+    tokens, MAE); methods with a per-image memory get `num_examples` rows, as the trainer sizes them
+    from the training set."""
+    config = get_method(name).Config
+    fields = {f.name for f in dataclasses.fields(config)}
     extra = {"num_examples": num_examples} if "num_examples" in fields else {}
-    return zoo.create(name, backbone="resnet18", width=width, **extra)
+    backbone = config.backbone if config.backbone.startswith("vit") else "resnet18"
+    return zoo.create(name, backbone=backbone, width=width, **extra)
 
 
 def premade_views(method, batch_size, seed=0):

@@ -35,7 +35,7 @@ def measure_step_times(methods, width, batch_size, warmup, steps):
     sys.path.insert(0, BENCH_DIR)
     import keras
     import zoo
-    from throughput import (compile_method, load_average, machine_facts, premade_views_dataset, timed_fit,
+    from throughput import (compile_method, create_method, load_average, machine_facts, premade_views_dataset, timed_fit,
                             widest_simd)
     result = {"started_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
               "machine": machine_facts(), "load_average_start": load_average(), "width": width,
@@ -44,7 +44,7 @@ def measure_step_times(methods, width, batch_size, warmup, steps):
     for name in methods:
         print(f"[{name}] timing {steps} steps at batch {batch_size} ...", flush=True)
         keras.utils.set_random_seed(0)
-        method = zoo.create(name, backbone="resnet18", width=width)
+        method = create_method(name, width)
         compile_method(method, xla=False)
         timing = timed_fit(method, premade_views_dataset(method, batch_size), warmup, steps)
         result["step_seconds"][name] = timing["median_step_s"]

@@ -191,15 +191,17 @@ def test_zoo_eval_cluster_writes_the_cluster_entry(untrained_run, capsys):
 def test_zoo_eval_unknown_protocol_is_still_a_clear_error(untrained_run, tmp_path):
     from trainers.evaluate import main
     with pytest.raises(SystemExit, match=r"Unknown protocol\(s\) \['clusters'\]; choose from "
-                                         r"\['knn', 'linear', 'cluster'\]"):
+                                         r"\['knn', 'linear', 'mlp', 'cluster', 'finetune'\]"):
         main([untrained_run, "--protocol", "knn,clusters", "--out", str(tmp_path / "eval.json")])
     assert not (tmp_path / "eval.json").exists()
 
 
 def test_cluster_reports_are_not_read_as_block_probes(tmp_path):
-    """The model card's per-block table reads RUN/eval-LAYER.json; a cluster-only report beside
-    them (eval-cluster.json, eval-stage2-cluster.json) is not a block."""
+    """The model card's per-block table reads RUN/eval-LAYER.json; a report of another protocol
+    beside them (eval-cluster.json, eval-stage2-cluster.json, eval-mlp.json, ...) is not a block."""
     from trainers.runs import read_layer_evals
-    for name in ("eval.json", "eval-stage2.json", "eval-cluster.json", "eval-stage2-cluster.json"):
-        (tmp_path / name).write_text(json.dumps({"file": name}))
+    for name in ("eval.json", "eval-stage2.json", "eval-cluster.json", "eval-stage2-cluster.json", "eval-mlp.json",
+                 "eval-finetune.json", "eval-mlp-finetune.json", "eval-stage3-mlp.json"):
+        layer = {"layer": name.split("-")[1]} if "stage" in name else {}
+        (tmp_path / name).write_text(json.dumps({"file": name, **layer}))
     assert [name for name, _ in read_layer_evals(str(tmp_path))] == ["eval-stage2.json", "eval.json"]

@@ -18,6 +18,7 @@ from trainers.callbacks import latest_checkpoint
 from trainers.launcher import _free_ports
 from zoo.optimizers import make_optimizer
 from zoo.pipeline import pretext_dataset
+from selection import tiny_backbone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -240,7 +241,7 @@ def test_lars_leaves_biases_and_batch_norm_alone_on_every_method():
     """LARS (and the recipes' SGD) decay and adapt only kernels: no bias, gamma or beta, on the
     real networks of every method."""
     for name in zoo.list_methods():
-        method = zoo.create(name, backbone="resnet18", width=0.125)
+        method = zoo.create(name, backbone=tiny_backbone(name), width=0.125)
         optimizer = make_optimizer("lars", 0.1, weight_decay=1e-6)
         optimizer.build(method.trainable_variables)
         for v, decayed, adapted in zip(method.trainable_variables, optimizer._decayed, optimizer._adapted):

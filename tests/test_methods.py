@@ -15,10 +15,16 @@ import keras
 import zoo
 from zoo.distribute import global_loss_and_gradients
 from zoo.optimizers import make_optimizer
-from selection import slow_except
+from selection import slow_except, tiny_backbone
 
 METHODS = zoo.list_methods()
-TINY = dict(backbone="resnet18", width=0.125, image_size=32)
+
+
+def tiny(name):
+    """Tiny settings of a method: ResNet-18 at width 0.125, or the tiny ViT for methods that need
+    tokens (MAE)."""
+    return dict(backbone=tiny_backbone(name), width=0.125, image_size=32)
+
 BATCH = 8
 
 
@@ -29,7 +35,7 @@ def _images():
 
 def _method(name, **overrides):
     keras.utils.set_random_seed(1)
-    return zoo.create(name, **{**TINY, **overrides})
+    return zoo.create(name, **{**tiny(name), **overrides})
 
 
 def _views(method):
@@ -102,7 +108,7 @@ def test_fit_steps_change_the_loss_and_a_checkpoint_reproduces_it(name, run_eage
 
     method.save_weights(tmp_path / "m.weights.h5")
     keras.utils.set_random_seed(99)  # different initial weights
-    restored = zoo.create(name, **TINY)
+    restored = zoo.create(name, **tiny(name))
     assert abs(float(restored.pretext_loss(views, training=False)[0]) - expected) > 1e-6
     restored.compile(optimizer=_sgd())
     restored.optimizer.build(restored.trainable_variables)

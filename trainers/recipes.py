@@ -155,7 +155,9 @@ def _field_value(value, hint, where, default=None):
         elif kind is tuple:
             if isinstance(value, (list, tuple)):
                 numeric = bool(default) and all(isinstance(v, (int, float)) for v in default)
-                return [_number(v, f"{where}[{i}]") if numeric else v for i, v in enumerate(value)]
+                # items keep int when the default's are all int (counts such as DeepCluster's prototypes)
+                item = int if numeric and all(isinstance(v, int) for v in default) else float
+                return [_number(v, f"{where}[{i}]", item) if numeric else v for i, v in enumerate(value)]
             errors.append(f"{where} = {value!r} must be a list, e.g. [0.08, 1.0].")
         else:
             return value

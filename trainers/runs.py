@@ -77,13 +77,20 @@ def read_eval(run_dir):
 def read_layer_evals(run_dir):
     """[(file name, report)] of the per-block reports (`zoo-eval RUN --layer stageK` ->
     eval-stageK.json), sorted by name, then eval.json (the final block) if there are any. The
-    cluster protocol's own reports (eval-cluster.json, eval-stageK-cluster.json) are not among them."""
+    reports of the protocols the card does not read from there (eval-cluster.json,
+    eval-stageK-mlp.json, eval-mlp-finetune.json, ...) are not among them."""
+    # a block's report is eval-LAYER.json (one name part) and says which layer it probed
     names = sorted(n for n in os.listdir(run_dir) if n.startswith("eval-") and n.endswith(".json")
-                   and not n.endswith("-cluster.json")) if os.path.isdir(run_dir) else []
+                   and "-" not in n[len("eval-"):]) if os.path.isdir(run_dir) else []
     reports = []
-    for name in names + (["eval.json"] if names else []):
+    for name in names:
         with open(os.path.join(run_dir, name)) as f:
-            reports.append((name, json.load(f)))
+            report = json.load(f)
+        if "layer" in report:
+            reports.append((name, report))
+    if reports:
+        with open(os.path.join(run_dir, "eval.json")) as f:
+            reports.append(("eval.json", json.load(f)))
     return reports
 
 

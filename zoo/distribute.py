@@ -55,6 +55,28 @@ def replica_disagreement(strategy, values_fn):
     return float(strategy.experimental_local_results(result)[0])
 
 
+def broadcast_from_chief(array, strategy=None):
+    """A numpy `array` computed on every worker of a multi-worker run (DeepCluster's k-means), replaced
+    by the chief's: replica 0's value reaches the others by a SUM all-reduce to which they add zeros
+    (float32, exact; integer arrays must stay below 2**24). Unchanged outside multi-worker runs."""
+    import numpy as np
+    strategy = strategy or tf.distribute.get_strategy()
+    if not is_multi_worker(strategy):
+        return array
+    array = np.asarray(array)
+    if array.dtype.kind in "iu" and array.size and np.abs(array).max() >= 2 ** 24:
+        raise ValueError("broadcast_from_chief: integers of 2**24 or more are not exact in float32.")
+
+    def replica_fn():
+        ctx = tf.distribute.get_replica_context()
+        value = tf.constant(array, tf.float32)
+        return ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                              tf.where(tf.equal(ctx.replica_id_in_sync_group, 0), value, tf.zeros_like(value)))
+
+    result = tf.function(lambda: strategy.run(replica_fn))()
+    return strategy.experimental_local_results(result)[0].numpy().astype(array.dtype)
+
+
 def distribute_views(strategy, views):
     """A dict of global-batch tensors split in order into equal per-replica shards (replica r
     gets rows r*n .. (r+1)*n - 1): the layout `fit` gives a batch under `strategy`, for driving

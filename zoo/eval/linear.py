@@ -72,11 +72,17 @@ def _fit(x, y, num_classes, epochs, learning_rate, weight_decay, batch_size):
 
 
 def _scores(x, y, w, b, batch_size):
-    """(top-1, top-5, mean cross-entropy) of the linear classifier on (x, y), in numpy.
+    """(top-1, top-5, mean cross-entropy) of the linear classifier on (x, y), in numpy."""
+    return classifier_scores(lambda rows: rows.astype(np.float64) @ w + b, x, y, batch_size)
+
+
+def classifier_scores(logits_of, x, y, batch_size=None):
+    """(top-1, top-5, mean cross-entropy) on (x, y) of a classifier whose float64 logits of a
+    chunk of rows are `logits_of(rows)`, `batch_size` rows at a time (None: all at once).
     top-5 counts a tie at the boundary as a hit; top-1 ties go to the lowest class."""
     top1 = top5 = loss = 0.0
     for s in _slices(len(x), batch_size):
-        logits = x[s].astype(np.float64) @ w + b
+        logits = logits_of(x[s])
         true = logits[np.arange(len(logits)), y[s]]
         top1 += np.sum(np.argmax(logits, axis=1) == y[s])
         top5 += np.sum(np.sum(logits > true[:, None], axis=1) < 5)
@@ -85,12 +91,21 @@ def _scores(x, y, w, b, batch_size):
     return top1 / len(x), top5 / len(x), loss / len(x)
 
 
+def feature_statistics(train_x):
+    """(mean, std) per dimension of the *train* features, in float64; the std has 1e-6 added
+    so that a constant dimension stays finite once standardised."""
+    return train_x.mean(axis=0, dtype=np.float64), train_x.std(axis=0, dtype=np.float64) + _EPS
+
+
+def standardise(x, mean, std):
+    """`x` centred and scaled by the train statistics (feature_statistics), as float32."""
+    return ((x - mean) / std).astype(np.float32)
+
+
 def _probe(train_x, train_y, val_x, val_y, num_classes, epochs, learning_rate, weight_decay,
            batch_size):
-    mean = train_x.mean(axis=0, dtype=np.float64)
-    std = train_x.std(axis=0, dtype=np.float64) + _EPS
-    train_x = ((train_x - mean) / std).astype(np.float32)
-    val_x = ((val_x - mean) / std).astype(np.float32)
+    mean, std = feature_statistics(train_x)
+    train_x, val_x = standardise(train_x, mean, std), standardise(val_x, mean, std)
     w, b = _fit(train_x, train_y, num_classes, epochs, learning_rate, weight_decay, batch_size)
     top1, top5, _ = _scores(val_x, val_y, w, b, batch_size)
     train_top1, _, train_loss = _scores(train_x, train_y, w, b, batch_size)

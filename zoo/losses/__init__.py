@@ -226,7 +226,8 @@ __all__ = ["nt_xent", "nt_xent_logits", "gather_across_replicas", "cross_entropy
            "flatten_locations", "global_local_scores", "moco_logits", "npid_logits", "pirl_loss", "cpc_logits",
            "CPC_NEGATIVES"]
 from zoo.losses.siamese import byol_loss, mocov3_logits, mocov3_loss, negative_cosine, simsiam_loss  # noqa: E402,F401
-from zoo.losses.clustering import dino_batch_center, dino_loss, sinkhorn, swav_loss  # noqa: E402,F401
+from zoo.losses.clustering import (dino_batch_center, dino_loss, iic_joint, iic_loss,  # noqa: E402,F401
+                                   iic_mutual_information, sinkhorn, swav_loss)
 from zoo.losses.decorrelation import barlow_twins_loss, barlow_twins_terms, vicreg_loss, vicreg_terms  # noqa: E402,F401
 from zoo.losses.nearest_neighbour import nearest_neighbours, nnclr_logits, nnclr_loss  # noqa: E402,F401
 from zoo.losses.mutual_information import (MI_ESTIMATORS, flatten_locations, global_local_scores, infonce_loss,  # noqa: E402,F401

@@ -1,13 +1,18 @@
 """Losses of the online-clustering and self-distillation methods: SwAV's Sinkhorn-Knopp codes and
-swapped prediction (Caron et al. 2020) and DINO's centred, sharpened cross-entropy (Caron et al.
-2021). Plain functions on tensors, computed in float32.
+swapped prediction (Caron et al. 2020), DINO's centred, sharpened cross-entropy (Caron et al.
+2021) and IIC's mutual information of paired cluster assignments (Ji et al. 2019). Plain
+functions on tensors, computed in float32 (IIC's in float64 for float64 inputs).
 
-Both use batch statistics (Sinkhorn's prototype marginals, DINO's centre), which are taken over
-the GLOBAL batch inside a tf.distribute replica context (all-reduced sums; Sinkhorn's row
-log-sum-exps gathered from every replica), so N replicas with
-B/N images each compute what one device computes with B. The losses return the mean over the
-LOCAL examples; the method base class's division by the replica count makes the global mean.
+All use batch statistics (Sinkhorn's prototype marginals, DINO's centre, IIC's joint), which are
+taken over the GLOBAL batch inside a tf.distribute replica context (all-reduced sums; Sinkhorn's
+row log-sum-exps gathered from every replica), so N replicas with B/N images each compute what
+one device computes with B. SwAV's and DINO's losses return the mean over the LOCAL examples, and
+the method base class's division by the replica count makes the global mean; IIC's loss is a
+function of the global joint only, so every replica returns the global value (as the Barlow Twins
+loss in zoo.losses.decorrelation does).
 """
+import sys
+
 import tensorflow as tf
 
 from zoo.losses.replicas import _replica_context, gather_across_replicas
@@ -102,4 +107,47 @@ def dino_batch_center(teacher_logits):
     return _all_sum(tf.reduce_sum(t, axis=[0, 1])) / count
 
 
-__all__ = ["sinkhorn", "swav_loss", "dino_loss", "dino_batch_center"]
+def iic_joint(p_a, p_b):
+    """IIC's joint distribution of the cluster assignments of paired samples over the GLOBAL batch
+    (Ji et al. 2019, eq. 3 and its symmetrisation): P = (1/n) sum_i p_a[i] p_b[i]^T, then
+    (P + P^T) / 2. p_a, p_b: [n_local, ..., k] soft assignments (rows sum to 1; any axes between
+    the batch and the clusters, e.g. sub-heads, are kept) -> [..., k, k], entries summing to 1.
+
+    Under tf.distribute the sum of outer products and the count n are all-reduced (one
+    collective), so every replica holds the global batch's joint; the gradient of a SUM
+    all-reduce is again one, so each replica's rows get the gradient of the global loss.
+    Computed in float32, or float64 for float64 inputs: near independence (at initialisation)
+    the mutual information is a small difference of logs, whose float32 round-off was 1e-5 of
+    its gradient."""
+    p_a, p_b = tf.convert_to_tensor(p_a), tf.convert_to_tensor(p_b)
+    dtype = tf.float64 if p_a.dtype == tf.float64 else tf.float32
+    p_a, p_b = tf.cast(p_a, dtype), tf.cast(p_b, dtype)
+    outer_sum = tf.einsum("n...i,n...j->...ij", p_a, p_b)
+    count = tf.cast(tf.shape(p_a)[0], dtype)
+    outer_sum, count = _all_sum([outer_sum, count])
+    joint = outer_sum / count
+    return (joint + tf.linalg.matrix_transpose(joint)) / 2.0
+
+
+def iic_mutual_information(p_a, p_b, eps=sys.float_info.epsilon):
+    """I(z, z') = sum_ij P_ij (log P_ij - log P_i - log P_j) of the global-batch joint P
+    (`iic_joint`) with marginals P_i (rows) and P_j (columns), in nats; [...] for inputs
+    [n, ..., k]. As in the official code (IID_losses.py), P and its marginals are clipped below
+    at eps before the logs (the marginals are summed before the clip); between 0 and log k."""
+    joint = iic_joint(p_a, p_b)
+    p_i = tf.reduce_sum(joint, axis=-1, keepdims=True)  # [..., k, 1]
+    p_j = tf.reduce_sum(joint, axis=-2, keepdims=True)  # [..., 1, k]
+    log = lambda x: tf.math.log(tf.maximum(x, eps))  # noqa: E731
+    return tf.reduce_sum(joint * (log(joint) - log(p_i) - log(p_j)), axis=[-2, -1])
+
+
+def iic_loss(p_a, p_b, eps=sys.float_info.epsilon):
+    """IIC's loss (Ji et al. 2019, eq. 1-3, the paper's lambda = 1): -I(z, z') of the cluster
+    assignments p_a, p_b [n, k] of an image and of its transformed copy over the global batch,
+    averaged over any axes between the batch and the clusters (sub-heads). Every replica returns
+    the global value (see `iic_joint`)."""
+    return -tf.reduce_mean(iic_mutual_information(p_a, p_b, eps))
+
+
+__all__ = ["sinkhorn", "swav_loss", "dino_loss", "dino_batch_center", "iic_joint", "iic_mutual_information",
+           "iic_loss"]

@@ -86,6 +86,15 @@ class SSLMethod(keras.Model):
         CNN trains on a fixed set of seed images, one surrogate class each."""
         return None
 
+    # Host-side work between epochs (DeepCluster's k-means), or None: `on_epoch_start(epoch, images)`
+    # with `images` the training array that example ids index. `zoo-train` calls it through
+    # `epoch_start_callback`; pass that callback to your own `fit` too.
+    on_epoch_start = None
+
+    def epoch_start_callback(self, images=None):
+        """A Keras callback that runs `on_epoch_start(epoch, images)` before every epoch of `fit`."""
+        return EpochStartCallback(self, images)
+
     def view_panels(self, views, index):
         """[(caption, float image HxWx3 in [0, 1])] showing example `index` of a views batch, for
         `zoo-views` (trainers/show_views.py). Default: each image view of the example ([B,h,w,3] or
@@ -191,3 +200,16 @@ class SSLMethod(keras.Model):
 
     def get_config(self):
         return {"method": self.method_name, "config": self.config.to_dict()}
+
+
+class EpochStartCallback(keras.callbacks.Callback):
+    """Calls `method.on_epoch_start(epoch, images)` eagerly before each epoch (nothing for methods
+    without that hook)."""
+
+    def __init__(self, method, images=None):
+        super().__init__()
+        self.method, self.images = method, images
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.method.on_epoch_start is not None:
+            self.method.on_epoch_start(epoch, self.images)
