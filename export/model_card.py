@@ -12,6 +12,23 @@ import yaml
 # How each backbone stem (metadata["backbone"]["stem"]) is described in a card.
 _STEMS = {"cifar": "small-image stem: 3x3 conv, stride 1, no max-pool",
           "imagenet": "ImageNet stem: 7x7 conv, stride 2, max-pool"}
+
+
+def backbone_text(backbone):
+    """How metadata["backbone"] is described in a card: a ResNet by its width and stem, a ViT
+    (which has no stem choice) by its size, patch, token dimension, depth and pooling."""
+    name, width = backbone["name"], backbone["width"]
+    if name.startswith("vit"):
+        from zoo.backbones import vit  # only for ViT cards: the spec of the registered size
+        if name not in vit.VIT_SPECS:
+            raise ValueError(f"backbone {name!r}: not a registered ViT; expected one of {sorted(vit.VIT_SPECS)}.")
+        spec = vit.VIT_SPECS[name]
+        size = name[len("vit_"):].rstrip("0123456789").capitalize()
+        return (f"ViT-{size} at width {width}, patch {spec.patch}, {vit.scaled_dim(spec.dim, spec.heads, width)}-dim "
+                f"tokens, depth {spec.depth}, mean-pooled tokens")
+    return f"{name} (width {width}, {_STEMS.get(backbone['stem'], str(backbone['stem']) + ' stem')})"
+
+
 _PROTOCOL_NAMES = {"knn": "kNN (k={k}, cosine, t={temperature:g})", "linear": "linear probe (softmax regression)"}
 # zoo-eval's defaults: what a result recorded without its k (the presets' metadata) used
 _KNN_DEFAULTS = {"k": 200, "temperature": 0.1}
@@ -70,6 +87,7 @@ def usage_code(meta, load_as=None):
     """The card's "How to use" code: load, embed, then fine-tune with the first two stages
     frozen and a 10x lower learning rate on the encoder. tests run it as written."""
     size, load_as = meta["input"]["image_size"], load_as or default_load_as(meta)
+    frozen = "patch_embed + block1" if meta["backbone"]["name"].startswith("vit") else "stem + stage1"
     return f"""import numpy as np
 import keras
 import zoo
@@ -77,7 +95,7 @@ import zoo
 encoder = zoo.load("{load_as}")
 features = encoder(np.zeros((2, {size}, {size}, 3), np.uint8))  # -> (2, {meta['feature_dim']}); any image size
 
-# fine-tune inside your own model: stem + stage1 frozen, encoder at 1/10 of the head's rate
+# fine-tune inside your own model: {frozen} frozen, encoder at 1/10 of the head's rate
 encoder = zoo.load("{load_as}", trainable=True)
 zoo.finetune.freeze_stages(encoder, 2)
 inputs = keras.Input(({size}, {size}, 3), dtype="uint8")
@@ -110,8 +128,8 @@ def render_model_card(meta, load_as=None):
     return f"""{_header(meta)}
 # {meta['name']}
 
-A **{meta['method']}** self-supervised image encoder from keras-ssl-zoo: {b['name']} (width
-{b['width']}, {_STEMS.get(b['stem'], str(b['stem']) + ' stem')}), {meta['parameters']:,} parameters, {meta['feature_dim']}-d features.
+A **{meta['method']}** self-supervised image encoder from keras-ssl-zoo: {backbone_text(b)},
+{meta['parameters']:,} parameters, {meta['feature_dim']}-d features.
 It maps RGB images to feature vectors for linear classifiers, kNN retrieval or fine-tuning;
 the projection / pretext heads used in pre-training are not included.{_caveat_text(meta)}
 
@@ -353,6 +371,75 @@ def _time_to_accuracy_section(repo_root):
             *table[1:]]
 
 
+def run_protocol_reports(run_dir):
+    """Every protocol's latest result of a run's final features: eval.json (knn, linear) and the
+    reports of the other protocols (eval-mlp.json, eval-cluster.json, eval-finetune.json, ...),
+    merged into one {protocol: result}; block reports (eval-stageK.json) are not among them."""
+    from trainers.evaluate import PROTOCOLS
+    merged = {}
+    names = sorted(n for n in os.listdir(run_dir) if n.startswith("eval") and n.endswith(".json"))
+    for name in names:
+        with open(os.path.join(run_dir, name)) as f:
+            report = json.load(f)
+        if not report.get("layer"):
+            merged.update({p: report[p] for p in PROTOCOLS if p in report})
+    return merged
+
+
+def _finetune_top1(result, fraction, key):
+    for entry in (result or {}).get("subsets", []):
+        if abs(entry["fraction"] - fraction) < 1e-9:
+            return entry[key]["top1"]
+    return None
+
+
+def _cluster_cell(cluster):
+    return f"{_pct(cluster['accuracy'])} / {cluster['nmi']:.3f}" if cluster else "-"
+
+
+def _leaderboard_section(metas, repo_root):
+    """One row per shipped encoder, one column per protocol (a '-' where it was not run yet)."""
+    from trainers.runs import read_layer_evals
+    runs = os.path.join(repo_root, "runs")
+    floor_path = os.path.join(repo_root, "benchmarks", "results", "random_init_cifar10.json")
+    lines = ["", "## Leaderboard", "",
+             "Every shipped encoder under every protocol of `zoo-eval` on the same split (val: 5,000 CIFAR-10 train",
+             "images held out, seed 0): kNN, linear and MLP probes on frozen features, fine-tuning of the whole",
+             "network on 1 % and 10 % of the train labels (the same class-balanced images for every encoder), the",
+             "best block's linear probe, and k-means with k = 10 on val (Hungarian-matched accuracy / NMI). '-':",
+             "not measured yet (`benchmarks/leaderboard.sh` runs what is missing).", "",
+             "| encoder | labels | kNN | linear | MLP | fine-tune 1 % | fine-tune 10 % | best block (linear) | cluster acc / NMI |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    random_init = {}
+    for m in metas:
+        run_dir = os.path.join(runs, m["name"])
+        reports = run_protocol_reports(run_dir) if os.path.isdir(run_dir) else {}
+        fine = reports.get("finetune")
+        for fraction in (0.01, 0.1):
+            if fine and _finetune_top1(fine, fraction, "random_init") is not None:
+                random_init[fraction] = _finetune_top1(fine, fraction, "random_init")
+        blocks = [(r.get("linear", {}).get("top1", 0), r.get("layer", "stage4")) for _, r in
+                  read_layer_evals(run_dir)] if os.path.isdir(run_dir) else []
+        best = max(blocks) if blocks else None
+        cluster = reports.get("cluster")
+        lines.append(
+            f"| `{m['name']}` | {'yes' if m['method'] in ('supcon', 'triplet') else 'no'} | "
+            f"{_pct(reports['knn']['top1']) if 'knn' in reports else '-'} | "
+            f"{_pct(reports['linear']['top1']) if 'linear' in reports else '-'} | "
+            f"{_pct(reports['mlp']['top1']) if 'mlp' in reports else '-'} | "
+            + " | ".join(_pct(v) if (v := _finetune_top1(fine, f, "encoder")) is not None else "-" for f in (0.01, 0.1))
+            + f" | {f'{_pct(best[0])} ({best[1]})' if best else '-'} | "
+            f"{_cluster_cell(cluster)} |")
+    if os.path.exists(floor_path):
+        with open(floor_path) as f:
+            floor = json.load(f)["runs"]
+        lines.append(f"| untrained ({len(floor)} seeds) | - | {_span([r['knn_top1'] for r in floor])} | "
+                     f"{_span([r['linear_top1'] for r in floor])} | - | "
+                     + " | ".join(_pct(random_init[f]) if f in random_init else "-" for f in (0.01, 0.1))
+                     + " | - | - |")
+    return lines
+
+
 def _paper_section(methods):
     notes = [f"- **{m}**: {PAPER_FIGURES[m]}" for m in sorted(methods) if m in PAPER_FIGURES]
     return ["", "## Beside the papers", "", *notes] if notes else []
@@ -382,7 +469,8 @@ def _layer_probe_section(rows, floors=()):
     if not rows:
         return []
     lines = ["", "## Per-block probes", "",
-             "Globally average-pooled features of each ResNet stage (`zoo-eval RUN --layer stageK`); the",
+             "Globally average-pooled features of each ResNet stage (`zoo-eval RUN --layer stageK`; of a",
+             "ViT: the mean-pooled tokens of each transformer block, `--layer blockK`); the",
              "RotNet paper reports its best CIFAR-10 numbers on block 2 of 4. The untrained rows are the",
              "floor of each block: the same backbone at random initialisation, probed the same way.", "",
              "| run | block | feature dim | kNN top-1 (%) | linear top-1 (%) | split | command |",
@@ -403,7 +491,8 @@ def model_cards_md(runs_root=None):
     metas = registered_metadata()
     root = runs_root or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs")
     text = render_model_cards_md(metas, other_runs(root, {m["name"] for m in metas}))
-    text = "\n".join([text.rstrip(), *_random_init_section(os.path.dirname(root)),
+    text = "\n".join([text.rstrip(), *_leaderboard_section(metas, os.path.dirname(root)),
+                      *_random_init_section(os.path.dirname(root)),
                       *_time_to_accuracy_section(os.path.dirname(root))])
     methods = {m["method"] for m in metas}
     return "\n".join([text.rstrip(), *_layer_probe_section(layer_probes(root), block_floors(os.path.dirname(root))),
