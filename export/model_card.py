@@ -123,6 +123,8 @@ def _caveat_text(meta):
 def render_model_card(meta, load_as=None):
     """README.md of an export folder / Hub repo. `load_as`: what its code passes to zoo.load
     (default: the Hub id for a Hugging Face source, else the name)."""
+    if meta.get("imported"):
+        return render_imported_card(meta, load_as)
     b, spec, t = meta["backbone"], meta["input"], meta["training"]
     recipe = t.get("recipe")
     return f"""{_header(meta)}
@@ -185,6 +187,56 @@ def _limitations(training):
             "and to high resolutions without fine-tuning; upsampling 32 px training images means the\n"
             "encoder has never seen fine detail. A short CPU training budget makes it far weaker than\n"
             "published encoders of the same method; compare methods only at equal budgets.")
+
+
+def render_imported_card(meta, load_as=None):
+    """README.md of an encoder imported from a published checkpoint (zoo-import-weights): it
+    credits the original authors, states their licence and the source file's sha256."""
+    source, spec = meta["imported"], meta["input"]
+    header = {"library_name": "keras", "license": "other", "license_name": source["license"],
+              "pipeline_tag": "image-feature-extraction",
+              "tags": ["self-supervised", "image-feature-extraction", meta["method"], "keras-ssl-zoo", "imported"]}
+    if meta["training"].get("dataset"):
+        header["datasets"] = [meta["training"]["dataset"]]
+    crop = spec.get("eval_transform") or {}
+    return f"""---
+{yaml.safe_dump(header, sort_keys=False).strip()}
+---
+
+# {meta['name']}
+
+A **{meta['method']}** self-supervised image encoder trained by its original authors
+{f"({source['paper']})" if source.get('paper') else ""} and converted to Keras by keras-ssl-zoo's
+`zoo-import-weights`: {backbone_text(meta['backbone'])}, torchvision's symmetric padding,
+{meta['parameters']:,} parameters, {meta['feature_dim']}-d features. The weights are the authors' work,
+used under their licence: **{source['license']}**. Credit and cite them, not this zoo.
+
+## Source
+
+- file: `{source['file']}` ({source['bytes']:,} bytes, sha256 `{source['sha256']}`)
+- published at: {source.get('url') or 'not recorded'}
+- layout: {source['format']} state dict, ResNet under the key prefix `{source['prefix']}`;
+  {source['dropped_keys']} classifier / head / counter tensors dropped, {source['ignored_keys']} tensors outside
+  the prefix ignored
+
+## How to load and fine-tune
+
+```python
+{usage_code(meta, load_as).strip()}
+```
+
+Input: uint8 RGB, or float in 0..255, shape [N, H, W, 3]; images are resized to
+{spec['image_size']} px, scaled to [0, 1] and normalised with mean {list(spec['mean'])} and std
+{list(spec['std'])} inside the model. The original evaluation first resized the shorter side to
+{crop.get('resize_shorter_side', '?')} px and centre-cropped {crop.get('center_crop', '?')} px: do that before
+calling the encoder to reproduce it.
+
+## Limitations
+
+Converted, not retrained: the features are those of the original checkpoint (checked against
+torchvision's ResNet to 1e-4 of their scale by the zoo's tests), with its training data's
+biases. Evaluate on your own task before relying on it.
+"""
 
 
 def render_model_cards_md(metas, runs=None):
@@ -268,13 +320,39 @@ def _other_runs_section(rows):
     return lines + ["```"]
 
 
+def final_layer(run_dir):
+    """How a run's eval.json (the encoder's own features) is named among its per-block probes:
+    "stage4" for a ResNet (its features are pooled stage 4); "final" for a ViT (its features are
+    the last block's tokens after the final LayerNorm, which no `--layer blockK` probes)."""
+    from trainers.runs import RunError, read_recipe
+    from zoo.registry import get_method
+    try:
+        recipe = read_recipe(run_dir)
+        backbone = (recipe.get("method_config") or {}).get("backbone") or get_method(recipe["method"]).Config.backbone
+    except (RunError, KeyError, ValueError):
+        return "stage4"
+    return "final" if str(backbone).startswith("vit") else "stage4"
+
+
+def _block_number(layer):
+    """stem 0, stage2 2, block10 10: the probes of a run from the input to the output (file
+    names sort block10 before block2)."""
+    digits = "".join(c for c in str(layer) if c.isdigit())
+    return int(digits) if digits else 0
+
+
 def layer_probes(root):
-    """Rows of the per-block probe reports (`zoo-eval RUN --layer stageK` -> RUN/eval-stageK.json)."""
+    """Rows of the per-block probe reports (`zoo-eval RUN --layer stageK` -> RUN/eval-stageK.json;
+    a ViT's `--layer blockK`), each run's from the input to the output, its final features last."""
     from trainers.runs import read_layer_evals
     rows = []
     for run in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-        for _, report in read_layer_evals(os.path.join(root, run)):
-            rows.append(dict(report, run=f"{os.path.basename(root)}/{run}", layer=report.get("layer", "stage4 (final)")))
+        reports = read_layer_evals(os.path.join(root, run))
+        final = final_layer(os.path.join(root, run))
+        reports = sorted(reports, key=lambda item: ("layer" not in item[1], _block_number(item[1].get("layer"))))
+        for _, report in reports:
+            layer = report.get("layer", "stage4 (final)" if final == "stage4" else final)
+            rows.append(dict(report, run=f"{os.path.basename(root)}/{run}", layer=layer))
     return rows
 
 
@@ -321,6 +399,11 @@ PAPER_FIGURES = {
     "barlow_twins": "Barlow Twins (Zbontar et al. 2021) reports ImageNet (73.2 linear, ResNet-50). solo-learn: 92.1 linear at 1000 epochs. " + _MODERN_REFERENCES,
     "vicreg": "VICReg (Bardes et al. 2022) reports ImageNet (73.2 linear, ResNet-50). solo-learn: 92.1 linear at 1000 epochs. " + _MODERN_REFERENCES,
     "swav": "SwAV (Caron et al. 2020) reports ImageNet (75.3 linear with multi-crop, ResNet-50). lightly: kNN 88.4 at 800 epochs; solo-learn: 89.2 linear at 1000. " + _MODERN_REFERENCES,
+    "deepcluster": "DeepCluster (Caron et al. 2018) reports no CIFAR-10 figure: it trains an AlexNet or VGG-16 with "
+                   "Sobel input on ImageNet (k = 10,000, 500 epochs) and evaluates linear probes on ImageNet and Places and "
+                   "transfer to Pascal VOC. Re-run as a clustering method on CIFAR-10 (IIC, Ji et al. 2019, table 1, ResNet-34; "
+                   "as listed by Papers with Code): 37.4 Hungarian-matched clustering accuracy. Ours: ResNet-18 at width 0.25, RGB input, k = 100, 12 "
+                   "epochs on 45k images.",
     "deepclusterv2": "DeepCluster v2 (Caron et al. 2020, in the SwAV paper) reports ImageNet (75.2 linear, ResNet-50, 800 epochs, multi-crop). solo-learn: 88.9 linear on CIFAR-10 at 1000 epochs. " + _MODERN_REFERENCES,
     "dino": "DINO (Caron et al. 2021) reports ImageNet (ViT and ResNet-50, 75.3 linear). solo-learn: 89.5 linear at 1000 epochs. " + _MODERN_REFERENCES,
     "nnclr": "NNCLR (Dwibedi et al. 2021) reports ImageNet (75.4 linear, ResNet-50). solo-learn: 91.9 linear at 1000 epochs. " + _MODERN_REFERENCES,
@@ -329,6 +412,11 @@ PAPER_FIGURES = {
            "accuracy of the lowest-loss sub-head, 61.7 on CIFAR-10 and 59.6 on STL-10 (fully unsupervised, a ResNet-34-like "
            "trunk with Sobel input, 2000 epochs). Ours: ResNet-18 at width 0.25, RGB input, 12 epochs on 45k images; "
            "its clustering accuracy on val belongs beside these, kNN and linear beside the other methods.",
+    "colorization": "Colorization (Zhang, Isola & Efros 2016) reports no CIFAR-10 figure: it trains a VGG-style "
+                    "network (and an AlexNet for the feature-learning tests) on ImageNet, L input, 313 ab bins, and "
+                    "evaluates linear probes per layer on ImageNet and transfer to PASCAL VOC classification, detection "
+                    "and segmentation (its section 3.2). Ours: ResNet-18 at width 0.25, L input (the encoder converts "
+                    "RGB itself), 261 ab bins, 12 epochs on 45k images; the per-block probes belong beside its per-layer table.",
     "supcon": "SupCon (Khosla et al. 2020): 96.0 on CIFAR-10 test with ResNet-50 and labels, batch 1024, "
               "long training. Ours uses the labels of the 45k train images too (it is supervised), at "
               "ResNet-18 width 0.25 for 12 epochs; its numbers are an upper reference for the unsupervised rows, "
@@ -418,7 +506,7 @@ def _leaderboard_section(metas, repo_root):
         for fraction in (0.01, 0.1):
             if fine and _finetune_top1(fine, fraction, "random_init") is not None:
                 random_init[fraction] = _finetune_top1(fine, fraction, "random_init")
-        blocks = [(r.get("linear", {}).get("top1", 0), r.get("layer", "stage4")) for _, r in
+        blocks = [(r.get("linear", {}).get("top1", 0), r.get("layer", final_layer(run_dir))) for _, r in
                   read_layer_evals(run_dir)] if os.path.isdir(run_dir) else []
         best = max(blocks) if blocks else None
         cluster = reports.get("cluster")

@@ -106,6 +106,18 @@ def write_tflite(encoder, path):
                           f"{tf.__version__}: {type(e).__name__}: {e}") from e
 
 
+def _erfc_as_one_minus_erf(ctx, node, name, args):
+    """tf2onnx handler for TensorFlow's Erfc, which it cannot convert and ONNX does not have:
+    erfc(x) = 1 - erf(x). TensorFlow's exact GELU (the ViT's MLP) is 0.5 x erfc(-x / sqrt 2)."""
+    import numpy as np
+    from tf2onnx import utils
+    node.type = "Erf"
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.output[0]))
+    one = ctx.make_const(utils.make_name(f"{name}_one"), np.array(1, dtype))
+    ctx.insert_new_node_on_output("Sub", node.output[0], inputs=[one.output[0], node.output[0]],
+                                  name=utils.make_name(f"{name}_one_minus"))
+
+
 def write_onnx(encoder, path, opset=17):
     """ONNX through tf2onnx on the frozen inference graph. (Keras 3's own
     `export(format="onnx")` writes a file here, but its Normalization constants become extra
@@ -123,7 +135,8 @@ def write_onnx(encoder, path, opset=17):
             fn.get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")))
         inputs, outputs = [t.name for t in frozen.inputs], [t.name for t in frozen.outputs]
         model, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), input_names=inputs,
-                                                 output_names=outputs, opset=opset)
+                                                 output_names=outputs, opset=opset,
+                                                 custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])})
     except Exception as e:
         raise ExportError(f"--onnx: tf2onnx {tf2onnx.__version__} could not convert this encoder with "
                           f"TensorFlow {tf.__version__}: {type(e).__name__}: {e}") from e

@@ -11,9 +11,9 @@ import pytest
 import tensorflow as tf
 
 import zoo
+from zoo.augment import sobel
 from zoo.distribute import distribute_views
 from zoo.losses.clustering import iic_joint, iic_loss, iic_mutual_information
-from zoo.methods.iic import sobel
 from numerics import central_differences
 
 EPS = 2.220446049250313e-16  # sys.float_info.epsilon, the official code's clip

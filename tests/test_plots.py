@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.run_folders import untrained_run_folder
+from run_folders import untrained_run_folder
 from zoo.eval.plots_data import confusion_matrix, cosine_neighbours, subsample, tsne_embedding
 
 DATA = "shapes?n=200"  # 170 train and 30 val images of 10 classes

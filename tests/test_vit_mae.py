@@ -294,3 +294,95 @@ def test_methods_without_feature_maps_run_on_the_vit(name):
     grads = tape.gradient(loss, method.encoder.trainable_variables)
     assert vit.is_vit(method.encoder) and np.isfinite(float(loss))
     assert all(g is not None and np.any(tf.convert_to_tensor(g).numpy()) for g in grads)
+
+
+# ---- per-block probes, stage freezing and model cards on the ViT ------------------------------
+
+def test_block_probes_mean_pool_the_tokens_of_that_block(tiny_vit):
+    """zoo.load(..., blocks=...) / zoo-eval --layer on a ViT: block K's features are numpy's mean
+    over the tokens of block K's output (from a sub-model of the backbone)."""
+    from zoo.encoder import block_encoder, layer_encoder
+    encoder = ImageEncoder(tiny_vit, 32)
+    images = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)
+    outputs = keras.Model(tiny_vit.input, [tiny_vit.get_layer(f"block{i}_out").output for i in (6, 12)])
+    tokens6, tokens12 = (t.numpy() for t in outputs(images.astype(np.float32) / 255.0))  # [3, 64, 24] each
+    pooled = block_encoder(encoder, ["block6", "block12"])(images)
+    assert block_encoder(encoder, ["block6"]).feature_dim == {"block6": 24}
+    np.testing.assert_allclose(pooled["block6"].numpy(), tokens6.mean(axis=1), atol=1e-5)
+    np.testing.assert_allclose(pooled["block12"].numpy(), tokens12.mean(axis=1), atol=1e-5)
+    np.testing.assert_allclose(layer_encoder(encoder, "block6")(images).numpy(), tokens6.mean(axis=1), atol=1e-5)
+    unpooled = block_encoder(encoder, ["block6"], pooled=False)(images)["block6"].numpy()
+    np.testing.assert_allclose(unpooled, tokens6, atol=1e-5)
+    # different blocks differ, and the last one pooled is not the features (the final LayerNorm comes between)
+    assert np.abs(tokens6.mean(1) - tokens12.mean(1)).max() > 1e-3
+    assert np.abs(tokens12.mean(1) - encoder(images).numpy()).max() > 1e-3
+    names = ", ".join(f"block{i}" for i in range(1, 13))
+    with pytest.raises(ValueError, match=f"'stage2'.*{names}\\b"):
+        layer_encoder(encoder, "stage2")
+    with pytest.raises(ValueError, match=f"block13.*{names}\\b"):
+        block_encoder(encoder, ["block1", "block13"])
+
+
+# weights of each unit of vit_tiny at width 0.125 (D = 24, MLP 96, patch 4), counted by hand:
+# patch_embed 4*4*3*24 + 24; a block: 2 LayerNorms 2*(24 + 24), attention q, k, v, out 4*(24*24 + 24),
+# MLP 24*96 + 96 + 96*24 + 24; encoder_norm 24 + 24.
+_PATCH_EMBED, _BLOCK, _NORM = 1176, 96 + 2400 + 2400 + 2328, 48
+TINY_VIT_UNITS = [("patch_embed", _PATCH_EMBED)] + [(f"block{i}", _BLOCK) for i in range(1, 13)] + \
+    [("encoder_norm", _NORM)]
+
+
+def _count(weights):
+    return int(sum(np.prod(w.shape) for w in weights))
+
+
+def test_freeze_stages_freezes_the_first_units_of_a_vit():
+    from zoo.finetune import freeze_stages, stages
+    keras.utils.set_random_seed(0)
+    encoder = ImageEncoder(build_backbone("vit_tiny", width=0.125, image_size=32), 32)
+    assert stages(encoder.backbone) == [name for name, _ in TINY_VIT_UNITS]
+    total = sum(count for _, count in TINY_VIT_UNITS)
+    assert _count(encoder.weights) == total == 87_912
+    for n in (0, 1, 2, 7, 13, 14, 3):  # the last one unfreezes again
+        frozen = freeze_stages(encoder, n)
+        assert frozen == [name for name, _ in TINY_VIT_UNITS[:n]]
+        assert _count(encoder.non_trainable_weights) == sum(count for _, count in TINY_VIT_UNITS[:n])
+        assert _count(encoder.trainable_weights) == total - sum(count for _, count in TINY_VIT_UNITS[:n])
+    with pytest.raises(ValueError, match=r"k=15; expected 0\.\.14 .*patch_embed, block1, .*block12, encoder_norm"):
+        freeze_stages(encoder, 15)
+
+
+def test_model_card_describes_a_vit_by_its_size_patch_tokens_and_depth():
+    from export.model_card import backbone_text, render_model_card
+    meta = {"name": "mae_vit_tinyw0125_test", "method": "mae", "parameters": 87_912, "feature_dim": 24,
+            "backbone": {"name": "vit_tiny", "width": 0.125, "stem": "cifar"},
+            "input": {"image_size": 32, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+            "training": {"epochs": 1, "images_seen": 20, "batch_size": 20}, "results": []}
+    # vit_tiny: patch 4, dim 192 x 0.125 = 24, depth 12 (VIT_SPECS; the ViT paper's Ti has depth 12)
+    text = "ViT-Tiny at width 0.125, patch 4, 24-dim tokens, depth 12, mean-pooled tokens"
+    assert backbone_text(meta["backbone"]) == text
+    assert backbone_text({"name": "vit_small16", "width": 1.0, "stem": "imagenet"}) == (
+        "ViT-Small at width 1.0, patch 16, 384-dim tokens, depth 12, mean-pooled tokens")
+    card = render_model_card(meta)
+    assert text in " ".join(card.split()) and "3x3 conv" not in card and "stem" not in card
+    assert "patch_embed + block1 frozen" in card
+    resnet = dict(meta, backbone={"name": "resnet18", "width": 0.25, "stem": "cifar"})
+    assert "resnet18 (width 0.25, small-image stem: 3x3 conv, stride 1, no max-pool)" in render_model_card(resnet)
+
+
+def test_model_card_probe_rows_of_a_vit_run_run_from_block1_to_the_final_features(tmp_path):
+    import json
+    from export.model_card import layer_probes
+    for run, method_config, layers in (("mae", {"backbone": "vit_tiny"}, ["block10", "block2"]),
+                                       ("mae_default", {}, ["block3"]),  # MAE's default backbone is a ViT
+                                       ("rotation", {"width": 0.25}, ["stage3", "stem"])):
+        folder = tmp_path / "runs" / run
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(json.dumps({"method": run.split("_")[0], "method_config": method_config}))
+        (folder / "eval.json").write_text(json.dumps({"knn": {"top1": 0.5}}))
+        for layer in layers:
+            (folder / f"eval-{layer}.json").write_text(json.dumps({"layer": layer, "knn": {"top1": 0.4}}))
+    rows = layer_probes(str(tmp_path / "runs"))
+    assert [(r["run"], r["layer"]) for r in rows] == [
+        ("runs/mae", "block2"), ("runs/mae", "block10"), ("runs/mae", "final"),
+        ("runs/mae_default", "block3"), ("runs/mae_default", "final"),
+        ("runs/rotation", "stem"), ("runs/rotation", "stage3"), ("runs/rotation", "stage4 (final)")]

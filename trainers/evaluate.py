@@ -178,7 +178,8 @@ def main(argv=None):
     p.add_argument("--k", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.1)
     p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--layer", help="probe an intermediate block instead: stem, stage1, stage2, stage3 or stage4")
+    p.add_argument("--layer", help="probe an intermediate block instead: stem, stage1, stage2, stage3 or "
+                                   "stage4 (a ViT: block1..blockK)")
     p.add_argument("--label-fractions", type=parse_fractions, default=None,
                    help="finetune: fractions of the train labels, class-balanced (default: 0.01,0.1)")
     p.add_argument("--finetune-steps", type=int, default=300,

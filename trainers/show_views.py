@@ -49,10 +49,12 @@ PRETEXT = {
     "nnclr": "the other view's nearest neighbour in a support queue is the positive",
     "swav": "predict one crop's cluster assignment (Sinkhorn codes) from every other crop; multi-crop",
     "dino": "the student matches the momentum teacher's outputs on the large crops from every crop; multi-crop",
+    "deepcluster": "classify each image's k-means cluster of the whitened features (re-clustered every epoch, head re-initialised)",
     "deepclusterv2": "predict each crop's k-means cluster (re-clustered every epoch) against frozen centroid prototypes",
     "mae": "reconstruct the per-patch-normalised pixels of the 75 % of patches removed, from the visible 25 %",
     "iic": "maximise the mutual information of the cluster assignments of an image and its transformed copies",
     "context_encoder": "inpaint a removed region (random shapes, blocks or the centre) from the rest of the image",
+    "colorization": "predict the ab colours (a distribution over quantised ab bins) from the lightness L alone",
     "autoencoder": "reproduce the image from the encoder's last feature map",
     "denoising_autoencoder": "reproduce the clean image from a corrupted copy (masking or gaussian noise)",
 }

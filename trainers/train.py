@@ -296,7 +296,8 @@ def _train(recipe, method, out, run_dir, restore, start_step, strategy, verbose,
                                 max_nonfinite_steps=recipe.get("max_nonfinite_steps", 0))
     callbacks = [checkpointer]
     if method.on_epoch_start is not None:  # between-epoch work of the method (DeepCluster's k-means)
-        callbacks.insert(0, method.epoch_start_callback(train_images))
+        method.progress_log = log.info
+        callbacks.insert(0, method.epoch_start_callback(train_images, train_labels))
     if chief:  # a multi-worker run's other workers write nothing that is kept
         if recipe["knn_every_epochs"] and len(val_data.images):
             callbacks.append(KNNMonitor(train_data.images, train_data.labels, val_data.images, val_data.labels,

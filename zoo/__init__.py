@@ -34,7 +34,8 @@ _API = {
     "classifier": "zoo.hub",
     "embed": "zoo.eval.features",
 }
-_SUBMODULES = {"losses", "data", "eval", "backbones", "augment", "heads", "methods", "optimizers", "finetune"}
+_SUBMODULES = {"losses", "data", "eval", "backbones", "augment", "heads", "methods", "optimizers", "finetune",
+               "import_weights", "color"}
 
 __all__ = sorted(_API) + sorted(_SUBMODULES)
 

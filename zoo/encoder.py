@@ -161,34 +161,52 @@ class ImageEncoder(keras.Model):
         return cls(backbone, **config)
 
 
-def _check_blocks(blocks):
-    """The block names (a trailing "_out" allowed), checked against the backbone's blocks."""
+def block_names(backbone):
+    """The blocks of `backbone` a probe can read, from the input to the output: "stem",
+    "stage1".."stage4" for a ResNet, "block1".."blockK" for a ViT."""
     from zoo.backbones import STAGE_NAMES
+    from zoo.backbones import vit
+    return vit.block_names(backbone) if vit.is_vit(backbone) else list(STAGE_NAMES)
+
+
+def _check_blocks(blocks, backbone):
+    """The block names (a trailing "_out" allowed), checked against `backbone`'s blocks."""
+    valid = block_names(backbone)
     if isinstance(blocks, str):
         blocks = [blocks]
     names = [b[:-4] if isinstance(b, str) and b.endswith("_out") else b for b in blocks]
-    unknown = [b for b in names if b not in STAGE_NAMES]
+    unknown = [b for b in names if b not in valid]
     if unknown or not names or len(set(names)) != len(names):
         problem = (f"unknown block(s) {unknown}" if unknown else "no block" if not names else "a block named twice")
-        raise ValueError(f"blocks={list(blocks)!r}: {problem}. Valid blocks, from the input to the output: "
-                         f"{', '.join(STAGE_NAMES)}, e.g. blocks=['stage2', 'stage3', 'stage4'].")
+        raise ValueError(f"blocks={list(blocks)!r}: {problem}. Valid blocks of {backbone.name!r}, from the input to "
+                         f"the output: {', '.join(valid)}, e.g. blocks={valid[-3:]!r}.")
     return names
+
+
+def _pool(output, name):
+    """Global average pooling of a block's output: over the map [N, h, w, C] of a ResNet stage,
+    over the tokens [N, T, D] of a ViT block."""
+    pooling = keras.layers.GlobalAveragePooling1D if len(output.shape) == 3 else keras.layers.GlobalAveragePooling2D
+    return pooling(name=f"{name}_pool")(output)
 
 
 def block_encoder(encoder, blocks, pooled=True):
     """An ImageEncoder returning a dict {block: features} of the named blocks of `encoder`'s
-    backbone ("stem", "stage1".."stage4"), like timm's features_only=True: globally
-    average-pooled [N, C] with `pooled=True`, else the maps [N, h, w, C] (at 32 px: stem and
-    stage1 32x32, stage2 16x16, stage3 8x8, stage4 4x4). Pooled "stage4" equals `encoder`'s
-    own features. Shares the weights and the preprocessing; zoo.load(name, blocks=...) calls it."""
-    names = _check_blocks(blocks)
-    if not isinstance(pooled, bool):
-        raise ValueError(f"pooled={pooled!r}: expected True ([N, C] per block) or False ([N, h, w, C] maps).")
+    backbone (`block_names(backbone)`: "stem", "stage1".."stage4" for a ResNet, "block1".."blockK"
+    for a ViT), like timm's features_only=True: globally average-pooled [N, C] with
+    `pooled=True`, else the block outputs (ResNet maps [N, h, w, C], at 32 px: stem and stage1
+    32x32, stage2 16x16, stage3 8x8, stage4 4x4; ViT tokens [N, T, D]). Pooled "stage4" equals a
+    ResNet encoder's own features; a ViT's features are its last block's tokens after the final
+    LayerNorm, then mean-pooled, so pooled "blockK" differs from them by that norm. Shares the
+    weights and the preprocessing; zoo.load(name, blocks=...) calls it."""
     backbone = encoder.backbone
+    names = _check_blocks(blocks, backbone)
+    if not isinstance(pooled, bool):
+        raise ValueError(f"pooled={pooled!r}: expected True ([N, C] per block) or False (the block outputs).")
     outputs = {}
     for name in names:
         block = backbone.get_layer(f"{name}_out").output
-        outputs[name] = keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(block) if pooled else block
+        outputs[name] = _pool(block, name) if pooled else block
     kind = "pooled" if pooled else "maps"
     multi = keras.Model(backbone.input, outputs, name=f"{backbone.name}_{'_'.join(names)}_{kind}")
     return ImageEncoder(multi, encoder.image_size, metadata=encoder.metadata, name=f"{encoder.name}_blocks")
@@ -196,9 +214,10 @@ def block_encoder(encoder, blocks, pooled=True):
 
 def layer_encoder(encoder, layer):
     """An ImageEncoder on the globally average-pooled output of an intermediate block of
-    `encoder`'s backbone ("stem", "stage1".."stage4"; the last equals the encoder itself), for
-    per-layer probes (RotNet's best CIFAR-10 features are those of block 2). Shares weights."""
-    (name,) = _check_blocks([layer])
-    pooled = keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(encoder.backbone.get_layer(f"{name}_out").output)
+    `encoder`'s backbone ("stem", "stage1".."stage4" of a ResNet, the last equal to the encoder
+    itself; "block1".."blockK" of a ViT, mean-pooled tokens), for per-layer probes (RotNet's best
+    CIFAR-10 features are those of block 2). Shares weights."""
+    (name,) = _check_blocks([layer], encoder.backbone)
+    pooled = _pool(encoder.backbone.get_layer(f"{name}_out").output, name)
     backbone = keras.Model(encoder.backbone.input, pooled, name=f"{encoder.backbone.name}_{name}")
     return ImageEncoder(backbone, encoder.image_size, name=f"{backbone.name}_encoder")

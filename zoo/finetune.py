@@ -3,6 +3,7 @@ learning rate than the new head.
 
     encoder = zoo.load("simclr_resnet18w025_cifar10", trainable=True)
     zoo.finetune.freeze_stages(encoder, 2)            # stem + stage1 frozen, stage2..4 train
+                                                      # (a ViT: patch_embed + block1 frozen)
     inputs = keras.Input((32, 32, 3), dtype="uint8")
     model = keras.Model(inputs, keras.layers.Dense(10)(encoder(inputs)))
     model.compile(zoo.finetune.SplitOptimizer(encoder, keras.optimizers.Adam(1e-3), encoder_lr_scale=0.1),
@@ -20,33 +21,47 @@ import keras
 import zoo.encoder  # noqa: F401  (registers ImageEncoder with Keras, for load_model)
 from zoo.backbones import STAGE_NAMES
 
-__all__ = ["freeze_stages", "stage_of", "SplitOptimizer"]
+__all__ = ["freeze_stages", "stages", "stage_of", "SplitOptimizer"]
 
 
-def stage_of(layer_name):
-    """The stage ("stem", "stage1" ... "stage4") a backbone layer belongs to, or None for
-    the input normalisation and the final pooling, which have no weights to train."""
-    for stage in STAGE_NAMES:
+def stages(backbone):
+    """The units `freeze_stages` freezes, from the input to the output: "stem", "stage1" ..
+    "stage4" for a ResNet; "patch_embed", "block1" .. "blockK", "encoder_norm" (the final
+    LayerNorm) for a ViT."""
+    from zoo.backbones import vit
+    if vit.is_vit(backbone):
+        return ["patch_embed", *vit.block_names(backbone), "encoder_norm"]
+    return list(STAGE_NAMES)
+
+
+def stage_of(layer_name, units=STAGE_NAMES):
+    """The unit of `units` (default: the ResNet stages "stem", "stage1" ... "stage4") a backbone
+    layer belongs to: the layer named so, or one named "<unit>_..." ("block1_out", not
+    "block10"). None for the layers without weights to train (input normalisation, position
+    embedding, final pooling)."""
+    for stage in units:
         if layer_name == stage or layer_name.startswith(stage + "_"):
             return stage
     return None
 
 
 def freeze_stages(encoder, k):
-    """Freeze the first `k` stages of a loaded encoder's backbone, in the order
-    stem, stage1, stage2, stage3, stage4 (k=0: nothing frozen, k=5: the whole backbone), and
-    make the others trainable. Frozen batch-norm layers also stop updating their statistics
+    """Freeze the first `k` units of a loaded encoder's backbone (`stages(backbone)`): for a
+    ResNet in the order stem, stage1, stage2, stage3, stage4 (k=0: nothing frozen, k=5: the
+    whole backbone); for a ViT patch_embed, block1 .. blockK, encoder_norm (k=K+2: all). The
+    others are made trainable. Frozen batch-norm layers also stop updating their statistics
     (Keras runs a non-trainable BatchNormalization in inference mode). Returns the names of
     the frozen layers. Call it before `model.compile`."""
-    if not 0 <= k <= len(STAGE_NAMES):
-        raise ValueError(f"freeze_stages: k={k}; expected 0..{len(STAGE_NAMES)} "
-                         f"(stages in order: {', '.join(STAGE_NAMES)}).")
     backbone = getattr(encoder, "backbone", encoder)
-    frozen_stages = set(STAGE_NAMES[:k])
+    units = stages(backbone)
+    if not 0 <= k <= len(units):
+        raise ValueError(f"freeze_stages: k={k}; expected 0..{len(units)} for {backbone.name!r} "
+                         f"(stages in order: {', '.join(units)}).")
+    frozen_stages = set(units[:k])
     encoder.trainable = True
     frozen = []
     for layer in backbone.layers:
-        stage = stage_of(layer.name)
+        stage = stage_of(layer.name, units)
         layer.trainable = stage not in frozen_stages
         if stage in frozen_stages and layer.weights:
             frozen.append(layer.name)

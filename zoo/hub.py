@@ -363,15 +363,19 @@ def _check_metadata(meta, where=None):
         raise bad("backbone.width", b.get("width"), f"a number in (0, {MAX_WIDTH}]")
     if b.get("stem") not in ("cifar", "imagenet", "auto"):
         raise bad("backbone.stem", b.get("stem"), "'cifar', 'imagenet' or 'auto'")
+    if b.get("padding", "same") not in ("same", "torch"):  # "torch": imported torchvision weights
+        raise bad("backbone.padding", b.get("padding"), "'same' or 'torch'")
     size = spec.get("image_size") if isinstance(spec, dict) else spec
     if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_IMAGE_SIZE:
         raise bad("input.image_size", size, f"an integer in 1..{MAX_IMAGE_SIZE}")
-    for key in ("mean", "std"):
+    for key in ("mean", "std"):  # one value per input channel: 3 (RGB) or 1 (colorization's lightness)
         v = spec.get(key)
-        if not (isinstance(v, list) and len(v) == 3 and all(_is_number(x) for x in v)):
-            raise bad(f"input.{key}", v, "a list of 3 finite numbers")
+        if not (isinstance(v, list) and len(v) in (1, 3) and all(_is_number(x) for x in v)):
+            raise bad(f"input.{key}", v, "a list of 3 (or 1) finite numbers")
+    if len(spec["mean"]) != len(spec["std"]):
+        raise bad("input.std", spec["std"], f"{len(spec['mean'])} numbers, one per value of input.mean")
     if not all(x > 0 for x in spec["std"]):
-        raise bad("input.std", spec["std"], "a list of 3 positive numbers")
+        raise bad("input.std", spec["std"], "a list of positive numbers")
     dim = meta.get("feature_dim")
     if dim is not None and (not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0):
         raise bad("feature_dim", dim, "a positive integer")
@@ -405,7 +409,7 @@ def build_encoder(meta, input_shape=None, name=None, where=None):
                              "(zoo.encoder.MAX_PIXELS_PER_IMAGE) would not fit in memory; use e.g. "
                              f"input_shape=({spec['image_size'] * 4}, {spec['image_size'] * 4}, 3).")
     backbone = build_backbone(b["name"], width=b["width"], image_size=spec["image_size"], stem=b["stem"],
-                              mean=spec["mean"], std=spec["std"])
+                              mean=spec["mean"], std=spec["std"], padding=b.get("padding", "same"))
     encoder = ImageEncoder(backbone, size, name=name or meta["name"])
     dim = meta.get("feature_dim")
     if dim is not None and dim != encoder.feature_dim:

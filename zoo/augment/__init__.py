@@ -169,6 +169,23 @@ def simclr_view(images, size, seed, crop_scale=(0.08, 1.0), jitter_strength=0.5,
     return x
 
 
+# The Sobel kernels of IIC's and DeepCluster's official code (IIC: transforms.sobel_process),
+# applied as cross-correlation with zero padding: d/dx = left column - right column, d/dy = top
+# row - bottom row.
+SOBEL_X = [[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]
+SOBEL_Y = [[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]]
+
+
+def sobel(images):
+    """Sobel gradients of the grey images [B, H, W, 3] -> [B, H, W, 3]: (d/dx, d/dy, 0), zero
+    padded at the borders (the official code's 3x3 convolutions with padding 1). The input of
+    IIC and DeepCluster: it removes colour and raises contrast; values lie in [-4, 4]."""
+    gray = tf.tensordot(tf.cast(images, tf.float32), _GRAY, axes=1)[..., None]
+    kernels = tf.stack([tf.constant(SOBEL_X), tf.constant(SOBEL_Y)], axis=-1)[:, :, None, :]  # [3, 3, 1, 2]
+    gradients = tf.nn.conv2d(gray, kernels, strides=1, padding="SAME")
+    return tf.concat([gradients, tf.zeros_like(gray)], axis=-1)
+
+
 def rotate(images, k):
     """Rotate every image by k * 90 degrees counter-clockwise (as np.rot90 on H, W)."""
     return tf.image.rot90(images, k)

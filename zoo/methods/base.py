@@ -86,14 +86,17 @@ class SSLMethod(keras.Model):
         CNN trains on a fixed set of seed images, one surrogate class each."""
         return None
 
-    # Host-side work between epochs (DeepCluster's k-means), or None: `on_epoch_start(epoch, images)`
-    # with `images` the training array that example ids index. `zoo-train` calls it through
+    # Host-side work between epochs (DeepCluster's k-means), or None: `on_epoch_start(epoch, images,
+    # labels)` with `images` the training array that example ids index and `labels` their classes
+    # (None when unknown; DeepCluster reports its NMI against them). `zoo-train` calls it through
     # `epoch_start_callback`; pass that callback to your own `fit` too.
     on_epoch_start = None
+    # Where that host-side work reports progress: a function of one string (`zoo-train` sets its log).
+    progress_log = print
 
-    def epoch_start_callback(self, images=None):
-        """A Keras callback that runs `on_epoch_start(epoch, images)` before every epoch of `fit`."""
-        return EpochStartCallback(self, images)
+    def epoch_start_callback(self, images=None, labels=None):
+        """A Keras callback that runs `on_epoch_start(epoch, images, labels)` before every epoch of `fit`."""
+        return EpochStartCallback(self, images, labels)
 
     def view_panels(self, views, index):
         """[(caption, float image HxWx3 in [0, 1])] showing example `index` of a views batch, for
@@ -203,13 +206,13 @@ class SSLMethod(keras.Model):
 
 
 class EpochStartCallback(keras.callbacks.Callback):
-    """Calls `method.on_epoch_start(epoch, images)` eagerly before each epoch (nothing for methods
-    without that hook)."""
+    """Calls `method.on_epoch_start(epoch, images, labels)` eagerly before each epoch (nothing for
+    methods without that hook)."""
 
-    def __init__(self, method, images=None):
+    def __init__(self, method, images=None, labels=None):
         super().__init__()
-        self.method, self.images = method, images
+        self.method, self.images, self.labels = method, images, labels
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.method.on_epoch_start is not None:
-            self.method.on_epoch_start(epoch, self.images)
+            self.method.on_epoch_start(epoch, self.images, self.labels)

@@ -152,9 +152,9 @@ class DeepClusterV2(SSLMethod):
             all_assignments.append(assignments)
         self.assignments.assign(broadcast_from_chief(np.stack(all_assignments), self.distribute_strategy))
 
-    def on_epoch_start(self, epoch, images=None):
-        """Fill the banks (first epoch of a run) and re-cluster. Skipped when this epoch's clustering
-        is already in the weights (a run resumed in the middle of the epoch)."""
+    def on_epoch_start(self, epoch, images=None, labels=None):
+        """Fill the banks (first epoch of a run) and re-cluster (`labels` unused). Skipped when this
+        epoch's clustering is already in the weights (a run resumed in the middle of the epoch)."""
         self._has_clusters = True
         done = int(self.clustered_epoch.numpy())
         if done == epoch:

@@ -46,22 +46,6 @@ from zoo.losses.clustering import iic_loss
 from zoo.methods.base import MethodConfig, SSLMethod
 from zoo.registry import register_method
 
-# The paper's Sobel kernels (official code, transforms.sobel_process), applied as cross-correlation
-# with zero padding: d/dx = left column - right column, d/dy = top row - bottom row.
-SOBEL_X = [[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]
-SOBEL_Y = [[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]]
-_GRAY = [0.299, 0.587, 0.114]
-
-
-def sobel(images):
-    """Sobel gradients of the grey images [B, H, W, 3] -> [B, H, W, 3]: (d/dx, d/dy, 0), zero
-    padded at the borders (the official code's 3x3 convolutions with padding 1)."""
-    gray = tf.tensordot(tf.cast(images, tf.float32), _GRAY, axes=1)[..., None]
-    kernels = tf.stack([tf.constant(SOBEL_X), tf.constant(SOBEL_Y)], axis=-1)[:, :, None, :]  # [3, 3, 1, 2]
-    gradients = tf.nn.conv2d(gray, kernels, strides=1, padding="SAME")
-    return tf.concat([gradients, tf.zeros_like(gray)], axis=-1)
-
-
 @dataclasses.dataclass
 class IICConfig(MethodConfig):
     num_clusters: int = 10          # main head: the number of classes
@@ -112,7 +96,7 @@ class IIC(SSLMethod):
             copy = augment.random_flip(self._crop(x, s_crop), s_flip)
             copies.append(augment.color_jitter(copy, s_jitter, *c.jitter))
         if c.sobel:
-            image, copies = sobel(image), [sobel(copy) for copy in copies]
+            image, copies = augment.sobel(image), [augment.sobel(copy) for copy in copies]
         return {"image": image, "transformed": tf.stack(copies, axis=1)}  # [B, h, w, 3], [B, R, h, w, 3]
 
     # --- forward --------------------------------------------------------------------------
