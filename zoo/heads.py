@@ -175,6 +175,17 @@ def dino_head(input_dim, hidden_dim=2048, bottleneck_dim=256, output_dim=65536, 
     return keras.Model(inputs, x, name=name)
 
 
+def upsample_by_doublings(x, factor, channels, sync_bn=False, name="decoder"):
+    """(4x4 transposed convolution with stride 2 -> BN -> ReLU) log2(factor) times, starting at
+    `channels` and halving each time (at least 8): the up-sampling of the decoders."""
+    for i in range(factor.bit_length() - 1):
+        x = layers.Conv2DTranspose(max(8, channels >> i), 4, strides=2, padding="same", use_bias=False,
+                                   name=f"{name}_up{i + 1}")(x)
+        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_up{i + 1}_bn")(x)
+        x = layers.ReLU()(x)
+    return x
+
+
 def upsampling_decoder(input_shape, output_size, channels, out_channels=3, sync_bn=False, name="decoder"):
     """Maps [h, w, C] -> images [output_size, output_size, out_channels] in [0, 1] (the
     reconstruction methods' decoder, DCGAN's generator stack): (4x4 transposed convolution with
@@ -186,11 +197,6 @@ def upsampling_decoder(input_shape, output_size, channels, out_channels=3, sync_
         raise ValueError(f"{name}: cannot up-sample a {h} x {w} map to {output_size} x {output_size} px by doublings; "
                          "the image size over the map size must be a power of 2 (e.g. 32 px images, 4 x 4 maps).")
     inputs = keras.Input(tuple(input_shape))
-    x = inputs
-    for i in range(factor.bit_length() - 1):
-        x = layers.Conv2DTranspose(max(8, channels >> i), 4, strides=2, padding="same", use_bias=False,
-                                   name=f"{name}_up{i + 1}")(x)
-        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_up{i + 1}_bn")(x)
-        x = layers.ReLU()(x)
+    x = upsample_by_doublings(inputs, factor, channels, sync_bn, name)
     x = layers.Conv2D(out_channels, 3, padding="same", name=f"{name}_out")(x)
     return keras.Model(inputs, layers.Activation("sigmoid", name=f"{name}_sigmoid")(x), name=name)

@@ -40,7 +40,7 @@ from keras import layers
 
 from zoo import augment, color, patches
 from zoo.backbones import feature_maps
-from zoo.heads import map_shapes
+from zoo.heads import map_shapes, upsample_by_doublings
 from zoo.methods.base import MethodConfig, SSLMethod
 from zoo.registry import register_method
 
@@ -70,12 +70,7 @@ def colorization_head(map_shape, target_size, channels, num_bins, sync_bn=False,
                          f"{target_size} targets by doublings; choose image_size and output_stride so that "
                          "image_size / output_stride is the map size times a power of 2 (e.g. 32 px, stride 4).")
     inputs = keras.Input(tuple(map_shape))
-    x = inputs
-    for i in range(factor.bit_length() - 1):
-        x = layers.Conv2DTranspose(max(8, channels >> i), 4, strides=2, padding="same", use_bias=False,
-                                   name=f"{name}_up{i + 1}")(x)
-        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=sync_bn, name=f"{name}_up{i + 1}_bn")(x)
-        x = layers.ReLU()(x)
+    x = upsample_by_doublings(inputs, factor, channels, sync_bn, name)
     return keras.Model(inputs, layers.Conv2D(num_bins, 1, name=f"{name}_logits")(x), name=name)
 
 
