@@ -284,8 +284,9 @@ def _train(recipe, method, out, run_dir, restore, start_step, strategy, verbose,
                  f"{bs // strategy.num_replicas_in_sync} images each")
     if keras.config.dtype_policy().name != "float32":
         log.info(f"mixed precision: {keras.config.dtype_policy().name}")
-        if slow_bfloat16_warning(keras.config.dtype_policy().name):
-            log.warning(slow_bfloat16_warning(keras.config.dtype_policy().name))
+        slow = slow_bfloat16_warning(keras.config.dtype_policy().name)
+        if slow:
+            log.warning(slow)
     if method.jit_compile is True:
         log.info("XLA: the train step is compiled with jit_compile=True")
     log.info(f"encoder {method.encoder.name}: {method.encoder.count_params():,} parameters, "

@@ -37,6 +37,12 @@ def is_chief(strategy=None):
     return worker_index(strategy) == 0
 
 
+def _replica_zero_values(ctx, values):
+    """Replica 0's `values` on every replica: a SUM all-reduce to which the others add zeros (exact)."""
+    first = tf.equal(ctx.replica_id_in_sync_group, 0)
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, [tf.where(first, v, tf.zeros_like(v)) for v in values])
+
+
 def replica_disagreement(strategy, values_fn):
     """Sum over replicas (over every worker) of max |x - x on replica 0|, over the tensors
     that `values_fn()` returns when called on each replica (read variables there to get that
@@ -46,8 +52,7 @@ def replica_disagreement(strategy, values_fn):
     def replica_fn():
         ctx = tf.distribute.get_replica_context()
         values = [tf.cast(v, tf.float32) for v in values_fn()]
-        first = tf.equal(ctx.replica_id_in_sync_group, 0)
-        reference = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [tf.where(first, v, tf.zeros_like(v)) for v in values])
+        reference = _replica_zero_values(ctx, values)
         local = tf.reduce_max(tf.stack([tf.reduce_max(tf.abs(v - r)) for v, r in zip(values, reference)]))
         return ctx.all_reduce(tf.distribute.ReduceOp.SUM, local)
 
@@ -68,10 +73,7 @@ def broadcast_from_chief(array, strategy=None):
         raise ValueError("broadcast_from_chief: integers of 2**24 or more are not exact in float32.")
 
     def replica_fn():
-        ctx = tf.distribute.get_replica_context()
-        value = tf.constant(array, tf.float32)
-        return ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                              tf.where(tf.equal(ctx.replica_id_in_sync_group, 0), value, tf.zeros_like(value)))
+        return _replica_zero_values(tf.distribute.get_replica_context(), [tf.constant(array, tf.float32)])[0]
 
     result = tf.function(lambda: strategy.run(replica_fn))()
     return strategy.experimental_local_results(result)[0].numpy().astype(array.dtype)

@@ -81,10 +81,24 @@ def random_flip(images, seed, p=0.5):
     return _where(_bernoulli(tf.shape(images)[0], p, seed), tf.reverse(images, axis=[2]), images)
 
 
-def crop_and_flip(images, seed, padding, flip=True):
+def plain_batches(images, size, batch_size):
+    """(first index, float [b, size, size, 3] in [0, 1]) for consecutive batches of uint8 `images`,
+    resized (antialiased) when not at `size`: the un-augmented inputs of a pass over a training set
+    between epochs (DeepCluster's features and memory banks)."""
+    for start in range(0, len(images), batch_size):
+        batch = to_float(tf.constant(images[start:start + batch_size]))
+        if batch.shape[1] != size or batch.shape[2] != size:
+            batch = tf.image.resize(batch, (size, size), antialias=True)
+        yield start, batch
+
+
+def crop_and_flip(images, seed, padding=None, flip=True):
     """The light augmentation of the reconstruction methods and DIM: a padded random crop
-    (`padding` px, none at 0) and a random horizontal flip."""
+    (`padding` px, none at 0; None: the standard CIFAR crop, 1/8 of the image size) and a random
+    horizontal flip."""
     s_crop, s_flip = split_seed(seed, 2)
+    if padding is None:
+        padding = images.shape[1] // 8
     if padding:
         images = random_crop_with_padding(images, s_crop, padding)
     return random_flip(images, s_flip) if flip else images

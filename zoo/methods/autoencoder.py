@@ -80,8 +80,7 @@ class Autoencoder(SSLMethod):
         c = self.config
         s_augment, s_noise = augment.split_seed(seed, 2)
         x = patches.resize_to(augment.to_float(images), c.image_size)
-        padding = c.crop_padding if c.crop_padding is not None else c.image_size // 8
-        x = augment.crop_and_flip(x, s_augment, padding, c.flip)
+        x = augment.crop_and_flip(x, s_augment, c.crop_padding, c.flip)
         return {"images": x, "inputs": corrupt(x, c.noise, s_noise, c.noise_std, c.masking_fraction)}
 
     def decode(self, inputs, training=False):

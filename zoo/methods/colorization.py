@@ -128,8 +128,7 @@ class Colorization(SSLMethod):
         """{"images": the crop [B, S, S, 3] in [0, 1]: the encoder takes its L, the loss its ab}."""
         c = self.config
         x = patches.resize_to(augment.to_float(images), c.image_size)
-        padding = c.crop_padding if c.crop_padding is not None else c.image_size // 8
-        return {"images": augment.crop_and_flip(x, seed, padding, c.flip)}
+        return {"images": augment.crop_and_flip(x, seed, c.crop_padding, c.flip)}
 
     def logits(self, images, training=False):
         """[B, s, s, Q] bin logits (s = image_size / output_stride) of RGB images in [0, 1]."""

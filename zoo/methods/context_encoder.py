@@ -207,8 +207,7 @@ class ContextEncoder(SSLMethod):
         c = self.config
         s_augment, s_mask = augment.split_seed(seed, 2)
         x = patches.resize_to(augment.to_float(images), c.image_size)
-        padding = c.crop_padding if c.crop_padding is not None else c.image_size // 8
-        x = augment.crop_and_flip(x, s_augment, padding, c.flip)
+        x = augment.crop_and_flip(x, s_augment, c.crop_padding, c.flip)
         mask = self.masks(tf.shape(x)[0], s_mask)
         fill = tf.constant(c.mean, tf.float32)
         context = x * (1.0 - mask[..., None]) + fill * mask[..., None]

@@ -199,10 +199,7 @@ class DeepCluster(SSLMethod):
         filtered with `sobel`), float32 [N, D], with a progress line about every 10 s."""
         size, batch_size = self.config.image_size, self.config.embed_batch_size
         features, last_report = [], time.monotonic()
-        for start in range(0, len(images), batch_size):
-            batch = augment.to_float(tf.constant(images[start:start + batch_size]))
-            if batch.shape[1] != size or batch.shape[2] != size:
-                batch = tf.image.resize(batch, (size, size), antialias=True)
+        for start, batch in augment.plain_batches(images, size, batch_size):
             features.append(tf.cast(self.encoder(self._input(batch), training=False), tf.float32).numpy())
             if time.monotonic() - last_report >= 10:
                 last_report = time.monotonic()

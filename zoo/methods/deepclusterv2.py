@@ -127,11 +127,8 @@ class DeepClusterV2(SSLMethod):
     # --- between epochs, on the host ------------------------------------------------------
     def fill_banks(self, images):
         """Write the projection of every (un-augmented) training image into every bank."""
-        size = self.config.image_size
-        for start in range(0, len(images), self.config.embed_batch_size):
-            batch = augment.to_float(tf.constant(images[start:start + self.config.embed_batch_size]))
-            if batch.shape[1] != size or batch.shape[2] != size:
-                batch = tf.image.resize(batch, (size, size), antialias=True)
+        c = self.config
+        for start, batch in augment.plain_batches(images, c.image_size, c.embed_batch_size):
             z = self.project(batch, training=False)
             ids = tf.range(start, start + batch.shape[0])
             for bank in self.banks:

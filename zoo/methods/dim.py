@@ -107,8 +107,7 @@ class DIM(SSLMethod):
         """{"images": [B, S, S, 3] in [0, 1]}: random crop (reflect padding) and flip."""
         c = self.config
         x = patches.resize_to(augment.to_float(images), c.image_size)
-        padding = c.crop_padding if c.crop_padding is not None else c.image_size // 8
-        return {"images": augment.crop_and_flip(x, seed, padding, c.flip)}
+        return {"images": augment.crop_and_flip(x, seed, c.crop_padding, c.flip)}
 
     def local_and_global(self, images, training=False):
         """(the local map M [B, h, w, C], average-pooled by local_pool; the global vector Y [B, D])."""
